@@ -1,0 +1,42 @@
+# Keeper: the two commands are `make run` and `make test`. Everything else is below.
+SHELL := /bin/bash
+CARGO ?= cargo
+JOBS ?= 2
+DATA_DIR ?= ./data
+CLIENT_ADDR ?= 127.0.0.1:7181
+SEEDS ?= 10000
+SEED_START ?= 0
+export CARGO_BUILD_JOBS := $(JOBS)
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+
+.PHONY: deps build run test lint fmt sim chaos bench cluster cluster-stop docker k8s-validate clean
+
+## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release -j$(JOBS) -p keeper-server -p keeper-cli
+
+## run: build and start a single-node Keeper on $(CLIENT_ADDR), data in $(DATA_DIR).
+run: build
+	mkdir -p $(DATA_DIR)
+	$(TARGET_DIR)/release/keeper --data-dir $(DATA_DIR) --client-addr $(CLIENT_ADDR)
+
+## test: the whole default suite (unit, property, HTTP, crash, cluster, 1,000+ simulator seeds).
+test: deps
+	$(CARGO) test --workspace -j$(JOBS)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -j$(JOBS) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## sim: run the ZAB simulator over seeds SEED_START..SEED_START+SEEDS (release build).
+sim:
+	$(CARGO) run --release -j$(JOBS) -p keeper-zab --bin zab-sim -- --seeds $(SEEDS) --seed-start $(SEED_START)
+
+clean:
+	$(CARGO) clean

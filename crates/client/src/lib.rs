@@ -1,0 +1,1 @@
+//! `keeper-client`: an async client for Keeper's HTTP API.

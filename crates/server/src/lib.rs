@@ -1,0 +1,1 @@
+//! `keeper-server`: the tokio driver, sessions, watches and the HTTP API.

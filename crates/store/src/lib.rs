@@ -1,0 +1,1 @@
+//! `keeper-store`: the znode tree, the transaction log and sessions on RocksDB.

@@ -1,0 +1,1 @@
+//! `keeper-tests`: the multi-process cluster harness and end-to-end suites.
