@@ -1,0 +1,217 @@
+//! The store's public vocabulary: log entries (what is replicated), their
+//! results (what apply computes, identically on every member), znode stats,
+//! and the change events that feed watches.
+//!
+//! An [`Entry`] is what the leader stamps and the log carries. It is encoded
+//! with [`Entry::encode`] into the opaque payload that `keeper-zab` replicates;
+//! every member decodes it and calls `Store::apply(zxid, &entry)`.
+
+use bytes::Bytes;
+use keeper_zab::Zxid;
+use serde::{Deserialize, Serialize};
+
+/// A session id. Session ids are the zxid of the `CreateSession` entry that
+/// made them, so every member derives the same id. `0` means "no session".
+pub type SessionId = u64;
+
+/// How a znode lives and dies (ZooKeeper's `CreateMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeMode {
+    Persistent,
+    Ephemeral,
+    PersistentSequential,
+    EphemeralSequential,
+    /// Deleted by the server once it has had a child and has none left.
+    Container,
+    /// Deleted by the server when it has no children and no change for `ttl_ms`.
+    Ttl,
+    TtlSequential,
+}
+
+impl NodeMode {
+    pub fn is_ephemeral(self) -> bool {
+        matches!(self, NodeMode::Ephemeral | NodeMode::EphemeralSequential)
+    }
+    pub fn is_sequential(self) -> bool {
+        matches!(
+            self,
+            NodeMode::PersistentSequential | NodeMode::EphemeralSequential | NodeMode::TtlSequential
+        )
+    }
+    pub fn is_ttl(self) -> bool {
+        matches!(self, NodeMode::Ttl | NodeMode::TtlSequential)
+    }
+}
+
+/// ZooKeeper's Stat, all 11 fields, with ZooKeeper's semantics.
+/// Times are milliseconds since the Unix epoch, taken from the entry's
+/// leader-stamped `time_ms` (never from a local clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stat {
+    pub czxid: u64,
+    pub mzxid: u64,
+    pub pzxid: u64,
+    pub ctime: u64,
+    pub mtime: u64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: u64,
+    pub data_length: u32,
+    pub num_children: u32,
+}
+
+/// One operation on the tree. A single op and each element of a multi.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `path` is the requested path; for sequential modes the store appends
+    /// the parent's 10-digit counter. `session` must be non-zero for
+    /// ephemeral modes. `ttl_ms` is required for ttl modes and refused for others.
+    Create {
+        path: String,
+        data: Bytes,
+        mode: NodeMode,
+        session: SessionId,
+        ttl_ms: Option<u64>,
+    },
+    /// `version == -1` means any version.
+    Set {
+        path: String,
+        data: Bytes,
+        version: i32,
+    },
+    /// `version == -1` means any version.
+    Delete { path: String, version: i32 },
+    /// Succeeds iff the node exists and (version == -1 or matches).
+    Check { path: String, version: i32 },
+}
+
+/// A node the server believes is due for automatic deletion (an empty
+/// container, or an expired ttl node). Apply re-checks the condition
+/// deterministically with the entry's time, so a stale candidate is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapCandidate {
+    pub path: String,
+    /// The candidate's czxid when it was found: a re-created node is not reaped.
+    pub czxid: u64,
+}
+
+/// What the log carries: one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Txn {
+    Op(Op),
+    /// All ops apply or none do.
+    Multi(Vec<Op>),
+    /// The new session's id is the zxid of this entry.
+    CreateSession { timeout_ms: u64 },
+    /// Close (or expire) a session; deletes its ephemerals in the same batch.
+    CloseSession { id: SessionId },
+    /// Deletes those candidates that are still due.
+    Reap { candidates: Vec<ReapCandidate> },
+    /// Does nothing (a new leader's first entry, barriers, tests).
+    Noop,
+}
+
+/// A replicated log entry: a transaction plus the leader's timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch, stamped by the leader.
+    pub time_ms: u64,
+    pub txn: Txn,
+}
+
+/// The deterministic outcome of one op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Created { path: String, stat: Stat },
+    Set { path: String, stat: Stat },
+    Deleted { path: String },
+    Checked { path: String },
+}
+
+/// The deterministic outcome of applying an entry: identical on every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOutcome {
+    Op(Result<OpResult, TxnError>),
+    /// On failure: the index of the first failing op and its error; nothing applied.
+    Multi(Result<Vec<OpResult>, MultiError>),
+    SessionCreated { id: SessionId, timeout_ms: u64 },
+    /// `Err(SessionExpired)` if the session did not exist.
+    SessionClosed(Result<Vec<String>, TxnError>),
+    Reaped { paths: Vec<String> },
+    Noop,
+}
+
+/// A failed multi: which op failed and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiError {
+    pub index: usize,
+    pub error: TxnError,
+}
+
+/// Errors that are part of a transaction's deterministic result (never fatal).
+/// Named after ZooKeeper's codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TxnError {
+    #[error("node does not exist: {path}")]
+    NoNode { path: String },
+    #[error("node already exists: {path}")]
+    NodeExists { path: String },
+    #[error("version mismatch at {path}: expected {expected}, actual {actual}")]
+    BadVersion { path: String, expected: i32, actual: i32 },
+    #[error("node has children: {path}")]
+    NotEmpty { path: String },
+    #[error("ephemeral nodes may not have children: {path}")]
+    NoChildrenForEphemerals { path: String },
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("bad arguments: {message}")]
+    BadArguments { message: String },
+    #[error("session {id} does not exist or has expired")]
+    SessionExpired { id: SessionId },
+    #[error("data is {size} bytes, above the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// What changed in the tree, for watches (ZooKeeper's event types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Deleted,
+    DataChanged,
+    ChildrenChanged,
+}
+
+/// One change made by an applied entry, in the order apply made them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub zxid: Zxid,
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// Everything `Store::apply` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub zxid: Zxid,
+    pub outcome: TxnOutcome,
+    pub events: Vec<ChangeEvent>,
+}
+
+/// A page of children (names only, sorted bytewise) and the parent's stat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildrenPage {
+    pub children: Vec<String>,
+    pub stat: Stat,
+    /// True if more children follow the last one returned.
+    pub more: bool,
+}
+
+/// A session as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub timeout_ms: u64,
+}
