@@ -3,7 +3,7 @@
 //!
 //! Data flow: `client` describes a call ([`Call`]); [`Transport::execute`]
 //! sends it to the preferred member, moves to the next member on a connect
-//! error, a lost answer (reads only), `503` or `504` (reads only), and hands
+//! error, or (reads only) on a lost answer, `503`, `504` or another 5xx, and hands
 //! back the first 2xx body or the mapped [`Error`].
 //!
 //! Retry safety: a connect error proves the request reached no server, so
@@ -234,7 +234,9 @@ impl Transport {
             // The member could not catch up to our floor (or a quorum timed
             // out): another member may serve a read; a write's fate is unknown.
             Some(ErrorCode::Timeout) => call.safety == Safety::Idempotent,
-            _ => false,
+            // A broken member (e.g. the server's `Internal`, 500): another may serve a read.
+            None => call.safety == Safety::Idempotent && status >= 500,
+            Some(_) => false,
         };
         if retry {
             Err(Failure::Answered(err))

@@ -260,6 +260,32 @@ async fn unavailable_members_are_skipped_for_reads_not_for_sent_writes() {
 }
 
 #[tokio::test]
+async fn a_broken_member_500_is_skipped_for_reads_only() {
+    bounded(async {
+        let cluster = Cluster::new();
+        let a = start_member(&cluster).await;
+        let b = start_member(&cluster).await;
+        let c = client(&[&a, &b]);
+        a.knobs.internal_errors.store(true, Ordering::SeqCst);
+        let err = c
+            .create("/i", "", CreateOptions::persistent())
+            .await
+            .expect_err("500 on a write is final");
+        assert!(
+            matches!(err, Error::HttpStatus { status: 500, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("storage failure"), "{err}");
+        assert_eq!(b.knobs.count(), 0);
+        let c = client(&[&a, &b]);
+        let err = c.get("/i").await.expect_err("no node on b");
+        assert_eq!(err.code(), Some(ErrorCode::NoNode));
+        assert_eq!((a.knobs.count(), b.knobs.count()), (2, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn when_every_member_is_unavailable_attempts_are_bounded() {
     bounded(async {
         let cluster = Cluster::new();

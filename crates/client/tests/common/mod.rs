@@ -101,6 +101,8 @@ impl Cluster {
 pub struct Knobs {
     /// Answer every request with 503 Unavailable.
     pub unavailable: AtomicBool,
+    /// Answer every request with 500 and code `Internal` (a broken member).
+    pub internal_errors: AtomicBool,
     /// Answer 503 with a non-JSON body.
     pub html_errors: AtomicBool,
     /// Pretend to have applied only this zxid (0: up to date).
@@ -482,6 +484,11 @@ async fn handle(
                 .into_response();
         }
         err_response(err("Unavailable", "no leader", None))
+    } else if knobs.internal_errors.load(Ordering::SeqCst) {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error":{"code":"Internal","message":"storage failure"}}),
+        )
     } else if min_zxid.is_some_and(|m| m > applied) {
         err_response(err("Timeout", "member is behind the requested zxid", None))
     } else {
