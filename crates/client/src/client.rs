@@ -70,8 +70,8 @@ impl Client {
         self.transport.endpoints()
     }
 
-    /// The highest zxid this client has seen in any answer; every request
-    /// asks for at least this much (`X-Keeper-Min-Zxid`).
+    /// The highest zxid this client has seen in any answer; every request but
+    /// keepalives and health probes asks for at least this much (`X-Keeper-Min-Zxid`).
     pub fn last_zxid(&self) -> u64 {
         self.transport.last_zxid()
     }
@@ -273,14 +273,20 @@ impl Client {
     }
 
     /// Resets session `id`'s expiry clock; [`Error::SessionExpired`] if it is gone.
+    ///
+    /// Carries no `X-Keeper-Min-Zxid`: it reads no tree state, and waiting for
+    /// a lagging member to catch up could let the session expire.
     pub async fn keepalive(&self, id: u64) -> Result<SessionInfo> {
-        self.json(
-            Method::POST,
-            format!("/v1/sessions/{id}/keepalive"),
-            None::<&()>,
-            Safety::Idempotent,
-        )
-        .await
+        let answer = self
+            .call(
+                Method::POST,
+                format!("/v1/sessions/{id}/keepalive"),
+                None,
+                Safety::Idempotent,
+                false,
+            )
+            .await?;
+        decode(&answer)
     }
 
     /// Closes session `id`, deleting its ephemeral nodes.

@@ -9,7 +9,8 @@
 //!   is [`Error::ConnectionLoss`]: outcome unknown.
 //! - **No going back in time**: the client remembers the highest
 //!   `X-Keeper-Zxid` it has seen and sends it as `X-Keeper-Min-Zxid` on every
-//!   request, so a lagging member never shows it older state.
+//!   request (keepalives and health probes excepted), so a lagging member
+//!   never shows it older state.
 //! - **Sessions** kept alive in the background ([`Session`]).
 //! - Typed values ([`Stat`], [`Node`], [`CreateMode`], [`Op`], ...) and one
 //!   error enum ([`Error`]) with the server's codes.

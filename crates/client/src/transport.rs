@@ -11,7 +11,8 @@
 //! its outcome is unknown: the call fails with [`Error::ConnectionLoss`].
 //!
 //! Consistency: every response's `X-Keeper-Zxid` raises the client's floor;
-//! every request carries it as `X-Keeper-Min-Zxid`, so a member that lags
+//! every request (but keepalives and health probes) carries it as
+//! `X-Keeper-Min-Zxid`, so a member that lags
 //! behind what this client has seen waits (or answers 504) instead of serving
 //! older state.
 
@@ -44,7 +45,7 @@ pub(crate) struct Call {
     pub target: String,
     pub body: Option<Vec<u8>>,
     pub safety: Safety,
-    /// Send `X-Keeper-Min-Zxid` (everything but health probes).
+    /// Send `X-Keeper-Min-Zxid` (everything but keepalives and health probes).
     pub send_min_zxid: bool,
 }
 
@@ -125,7 +126,8 @@ impl Transport {
         let n = self.endpoints.len();
         let start = self.preferred.load(Ordering::Acquire) % n;
         let mut backoff = self.config.backoff_initial;
-        let mut failures: Vec<String> = Vec::new();
+        // The last failure per endpoint, in endpoint order.
+        let mut failures: Vec<Option<String>> = vec![None; n];
         let mut last_answer: Option<Error> = None;
         for attempt in 0..self.config.max_attempts as usize {
             if attempt > 0 && attempt % n == 0 {
@@ -142,7 +144,7 @@ impl Transport {
                 Err(Failure::NotSent(why)) => {
                     tracing::debug!(endpoint, target = %call.target, %why, "not sent; failing over");
                     self.demote(idx);
-                    failures.push(format!("{endpoint}: {why}"));
+                    failures[idx] = Some(format!("{endpoint}: {why}"));
                 }
                 Err(Failure::Lost(why)) => {
                     self.demote(idx);
@@ -155,7 +157,7 @@ impl Transport {
                         });
                     }
                     tracing::debug!(endpoint, target = %call.target, %why, "answer lost; retrying read");
-                    failures.push(format!("{endpoint}: {why}"));
+                    failures[idx] = Some(format!("{endpoint}: {why}"));
                 }
                 Err(Failure::Final(err)) => {
                     if matches!(
@@ -170,7 +172,7 @@ impl Transport {
                 Err(Failure::Answered(err)) => {
                     tracing::debug!(endpoint, target = %call.target, %err, "member refused; failing over");
                     self.demote(idx);
-                    failures.push(format!("{endpoint}: {err}"));
+                    failures[idx] = Some(format!("{endpoint}: {err}"));
                     last_answer = Some(err);
                 }
             }
@@ -183,7 +185,11 @@ impl Transport {
                     call.method,
                     call.target,
                     self.config.max_attempts,
-                    failures.join("; ")
+                    failures
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             }),
         }
@@ -246,14 +252,18 @@ impl Transport {
     }
 }
 
-/// Error text with its sources (reqwest's top-level message is terse).
+/// Error text from its source chain (reqwest's top-level message only repeats
+/// the URL); the top-level message when there are no sources.
 fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
+    let mut parts: Vec<String> = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        parts.push(s.to_string());
         source = s.source();
     }
-    text
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
 }

@@ -429,6 +429,19 @@ async fn sessions_send_keepalives_until_closed() {
         assert!((4..=12).contains(&sent), "keepalives sent: {sent}");
         assert_eq!(session.state(), SessionState::Alive);
         assert!(cluster.session_alive(id));
+        // A keepalive must not wait for a lagging member to catch up.
+        let keepalive_floors: Vec<Option<u64>> = m
+            .knobs
+            .seen()
+            .iter()
+            .filter(|s| s.path.ends_with("/keepalive"))
+            .map(|s| s.min_zxid)
+            .collect();
+        assert!(!keepalive_floors.is_empty());
+        assert!(
+            keepalive_floors.iter().all(Option::is_none),
+            "{keepalive_floors:?}"
+        );
 
         session.close().await.expect("close");
         assert_eq!(cluster.closed_sessions(), vec![id]);
