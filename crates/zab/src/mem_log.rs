@@ -1,0 +1,161 @@
+//! An in-memory log with compaction, used by the simulator and tests. It is the
+//! reference for what a [`LogReader`] must answer.
+
+use std::collections::VecDeque;
+
+use crate::error::LogError;
+use crate::log::LogReader;
+use crate::message::Entry;
+use crate::Zxid;
+
+/// Entries after a snapshot point, in zxid order.
+#[derive(Debug, Clone, Default)]
+pub struct MemLog {
+    base: Zxid,
+    entries: VecDeque<Entry>,
+}
+
+impl MemLog {
+    /// An empty log (snapshot point zero).
+    pub fn new() -> MemLog {
+        MemLog::default()
+    }
+
+    /// Appends entries; each must be greater than the current last zxid.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), LogError> {
+        let mut last = self.last();
+        for e in entries {
+            if e.zxid <= last {
+                return Err(LogError(format!("append {} after {}", e.zxid, last)));
+            }
+            last = e.zxid;
+        }
+        self.entries.extend(entries.iter().cloned());
+        Ok(())
+    }
+
+    /// Drops every entry after `to`. Fails if `to` is below the snapshot point.
+    pub fn truncate(&mut self, to: Zxid) -> Result<(), LogError> {
+        if to < self.base {
+            return Err(LogError(format!("truncate to {} below snapshot {}", to, self.base)));
+        }
+        let keep = self.entries.partition_point(|e| e.zxid <= to);
+        self.entries.truncate(keep);
+        Ok(())
+    }
+
+    /// Compacts every entry `<= upto` into the snapshot point.
+    pub fn compact(&mut self, upto: Zxid) {
+        if upto <= self.base {
+            return;
+        }
+        let drop = self.entries.partition_point(|e| e.zxid <= upto);
+        self.entries.drain(..drop);
+        self.base = upto;
+    }
+
+    /// Replaces the whole log by an empty one starting after snapshot `base`.
+    pub fn reset(&mut self, base: Zxid) {
+        self.entries.clear();
+        self.base = base;
+    }
+
+    /// The retained entry with this zxid.
+    pub fn get(&self, zxid: Zxid) -> Option<&Entry> {
+        let i = self.entries.partition_point(|e| e.zxid < zxid);
+        self.entries.get(i).filter(|e| e.zxid == zxid)
+    }
+
+    /// Number of retained entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no entry is retained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The snapshot point.
+    pub fn base(&self) -> Zxid {
+        self.base
+    }
+
+    /// The last zxid (snapshot point if empty).
+    pub fn last(&self) -> Zxid {
+        self.entries.back().map_or(self.base, |e| e.zxid)
+    }
+
+    /// Iterates retained entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Retained entries with zxid in `(after, upto]`.
+    pub fn range(&self, after: Zxid, upto: Zxid) -> impl Iterator<Item = &Entry> {
+        let start = self.entries.partition_point(|e| e.zxid <= after);
+        self.entries.range(start..).take_while(move |e| e.zxid <= upto)
+    }
+}
+
+impl LogReader for MemLog {
+    fn last_zxid(&self) -> Result<Zxid, LogError> {
+        Ok(self.last())
+    }
+
+    fn snapshot_zxid(&self) -> Result<Zxid, LogError> {
+        Ok(self.base)
+    }
+
+    fn first_retained(&self) -> Result<Option<Zxid>, LogError> {
+        Ok(self.entries.front().map(|e| e.zxid))
+    }
+
+    fn floor(&self, zxid: Zxid) -> Result<Option<Zxid>, LogError> {
+        if zxid < self.base {
+            return Ok(None);
+        }
+        let i = self.entries.partition_point(|e| e.zxid <= zxid);
+        Ok(Some(if i == 0 { self.base } else { self.entries[i - 1].zxid }))
+    }
+
+    fn contains(&self, zxid: Zxid) -> Result<bool, LogError> {
+        Ok(self.get(zxid).is_some())
+    }
+
+    fn entries_after(&self, after: Zxid, max_entries: usize) -> Result<Vec<Entry>, LogError> {
+        if after < self.base {
+            return Err(LogError(format!("entries after {} compacted (snapshot {})", after, self.base)));
+        }
+        let start = self.entries.partition_point(|e| e.zxid <= after);
+        Ok(self.entries.range(start..).take(max_entries).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn e(epoch: u32, c: u32) -> Entry {
+        Entry { zxid: Zxid::new(epoch, c), data: Bytes::new() }
+    }
+
+    #[test]
+    fn floor_entries_after_and_compaction_answer_like_a_log_reader() {
+        let mut log = MemLog::new();
+        log.append(&[e(1, 1), e(1, 2), e(3, 1)]).unwrap();
+        assert!(log.append(&[e(2, 5)]).is_err(), "append must be increasing");
+        assert_eq!(log.floor(Zxid::new(2, 9)).unwrap(), Some(Zxid::new(1, 2)));
+        assert_eq!(log.floor(Zxid::new(0, 9)).unwrap(), Some(Zxid::ZERO));
+        log.compact(Zxid::new(1, 1));
+        assert_eq!(log.floor(Zxid::new(0, 9)).unwrap(), None);
+        assert_eq!(log.first_retained().unwrap(), Some(Zxid::new(1, 2)));
+        assert!(log.entries_after(Zxid::ZERO, 10).is_err());
+        let after = log.entries_after(Zxid::new(1, 1), 1).unwrap();
+        assert_eq!(after, vec![e(1, 2)]);
+        log.truncate(Zxid::new(1, 2)).unwrap();
+        assert_eq!(log.last(), Zxid::new(1, 2));
+        assert!(log.truncate(Zxid::ZERO).is_err());
+    }
+}
