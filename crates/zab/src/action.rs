@@ -79,9 +79,12 @@ pub enum Action {
         /// Highest committed zxid (inclusive).
         upto: Zxid,
     },
-    /// Leader only: stream a snapshot of the applied state (at its applied
-    /// zxid `Z`) to `to` on the same FIFO link, then call
-    /// [`Core::snapshot_sent`](crate::Core::snapshot_sent)`(to, Z)`.
+    /// Leader only: stream a snapshot of the applied state to `to` on the same
+    /// FIFO link, then call [`Core::snapshot_sent`](crate::Core::snapshot_sent)`(to, Z)`
+    /// where `Z` is the snapshot's zxid. The snapshot must include every
+    /// `Commit` emitted before this action (apply them first), so that
+    /// `Z` is at least that commit point and the follower's state never moves
+    /// backwards.
     SendSnapshot {
         /// The follower that needs a snapshot.
         to: NodeId,

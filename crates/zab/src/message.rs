@@ -117,6 +117,8 @@ pub enum Message {
     Diff {
         /// Leader epoch.
         epoch: u32,
+        /// The zxid right before the first entry; the follower's log must end there.
+        prev: Zxid,
         /// Consecutive entries, in zxid order.
         entries: Vec<Entry>,
     },
@@ -153,6 +155,9 @@ pub enum Message {
     Proposal {
         /// Leader epoch.
         epoch: u32,
+        /// The zxid right before the first entry; the follower's log must end
+        /// there (a gap means a lost message: the follower resynchronizes).
+        prev: Zxid,
         /// Consecutive entries, in zxid order.
         entries: Vec<Entry>,
         /// The leader's commit zxid (piggybacked).

@@ -97,8 +97,8 @@ impl Core {
                 self.last_zxid = to;
                 self.persisted = self.persisted.min(to);
             }
-            Message::Diff { epoch: e, entries } if e == epoch && self.accepting_sync() => {
-                self.append_from_leader(entries);
+            Message::Diff { epoch: e, prev, entries } if e == epoch && self.accepting_sync() => {
+                self.append_from_leader(prev, entries);
             }
             Message::Snap { epoch: e } if e == epoch && self.accepting_sync() => {
                 if let Some(f) = self.fl() {
@@ -125,9 +125,9 @@ impl Core {
                 self.out.push(Action::RoleChanged { role: Role::Following, leader, epoch, serving: true });
                 self.learn_commit(commit);
             }
-            Message::Proposal { epoch: e, entries, commit } if e == epoch && self.past_newleader() => {
+            Message::Proposal { epoch: e, prev, entries, commit } if e == epoch && self.past_newleader() => {
                 let last = entries.last().map(|x| x.zxid);
-                if !self.append_from_leader(entries) {
+                if !self.append_from_leader(prev, entries) {
                     return;
                 }
                 if self.mutated(Mutation::AckBeforePersist) {
@@ -192,8 +192,12 @@ impl Core {
     /// Appends entries that must continue our log exactly; a gap means a lost
     /// message, and we resynchronize through a new election. Returns false
     /// when the follower left the leader.
-    fn append_from_leader(&mut self, entries: Vec<Entry>) -> bool {
-        let mut prev = self.last_zxid;
+    fn append_from_leader(&mut self, prev: Zxid, entries: Vec<Entry>) -> bool {
+        if prev != self.last_zxid {
+            self.abandon_leader();
+            return false;
+        }
+        let mut prev = prev;
         for e in &entries {
             if !follows(prev, e.zxid) {
                 self.abandon_leader();

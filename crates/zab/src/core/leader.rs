@@ -114,7 +114,7 @@ impl LeaderState {
 #[derive(Debug, PartialEq, Eq)]
 enum SyncPlan {
     /// Optionally truncate, then send these entries.
-    Diff { trunc: Option<Zxid>, entries: Vec<Entry> },
+    Diff { trunc: Option<Zxid>, start: Zxid, entries: Vec<Entry> },
     /// Send a snapshot, then the entries after it.
     Snap,
 }
@@ -354,24 +354,28 @@ impl Core {
     /// ZooKeeper's `LearnerHandler.syncFollower`, over our log:
     /// same last zxid -> empty DIFF; follower ahead -> TRUNC to our last;
     /// follower inside our retained log -> DIFF (after a TRUNC to the largest
-    /// zxid we share if its last is not in our log); otherwise, or when the
-    /// DIFF would be larger than `max_diff_entries`, SNAP.
+    /// zxid we share if its last is not in our log); otherwise SNAP. A DIFF
+    /// larger than `max_diff_entries` becomes a SNAP when the follower's last
+    /// zxid is already applied here.
     fn plan_sync<L: LogReader + ?Sized>(&self, log: &L, peer_last: Zxid) -> Result<SyncPlan, ZabError> {
         let leader_last = self.last_zxid;
         if peer_last == leader_last {
-            return Ok(SyncPlan::Diff { trunc: None, entries: Vec::new() });
+            return Ok(SyncPlan::Diff { trunc: None, start: leader_last, entries: Vec::new() });
         }
         if peer_last > leader_last {
-            return Ok(SyncPlan::Diff { trunc: Some(leader_last), entries: Vec::new() });
+            return Ok(SyncPlan::Diff { trunc: Some(leader_last), start: leader_last, entries: Vec::new() });
         }
         let Some(shared) = log.floor(peer_last)? else { return Ok(SyncPlan::Snap) };
         let trunc = (shared != peer_last).then_some(shared);
         let limit = self.cfg.max_diff_entries;
         let entries = self.read_range(log, shared, limit + 1)?;
-        if entries.len() > limit {
+        // A snapshot is taken at an applied zxid >= our last emitted commit
+        // (driver contract); only send one if it does not move the
+        // follower's state backwards.
+        if entries.len() > limit && self.commit_emitted >= peer_last {
             return Ok(SyncPlan::Snap);
         }
-        Ok(SyncPlan::Diff { trunc, entries })
+        Ok(SyncPlan::Diff { trunc, start: shared, entries })
     }
 
     /// Entries after `after` up to our last zxid, at most `limit` of them.
@@ -400,11 +404,11 @@ impl Core {
         let peer_last = p.peer_last;
         let plan = self.plan_sync(log, peer_last)?;
         match plan {
-            SyncPlan::Diff { trunc, entries } => {
+            SyncPlan::Diff { trunc, start, entries } => {
                 if let Some(to) = trunc {
                     self.send(id, Message::Trunc { epoch, to });
                 }
-                self.send_diff_and_newleader(id, epoch, entries);
+                self.send_diff_and_newleader(id, epoch, start, entries);
             }
             SyncPlan::Snap => {
                 if let Some(p) = self.ld().and_then(|l| l.peers.get_mut(&id)) {
@@ -417,12 +421,15 @@ impl Core {
         Ok(())
     }
 
-    fn send_diff_and_newleader(&mut self, id: NodeId, epoch: u32, entries: Vec<Entry>) {
+    fn send_diff_and_newleader(&mut self, id: NodeId, epoch: u32, start: Zxid, entries: Vec<Entry>) {
         let chunk = self.cfg.max_sync_batch_entries.max(1);
         let mut it = entries.into_iter().peekable();
+        let mut prev = start;
         while it.peek().is_some() {
             let batch: Vec<Entry> = it.by_ref().take(chunk).collect();
-            self.send(id, Message::Diff { epoch, entries: batch });
+            let next_prev = batch.last().map_or(prev, |e| e.zxid);
+            self.send(id, Message::Diff { epoch, prev, entries: batch });
+            prev = next_prev;
         }
         let last = self.last_zxid;
         self.send(id, Message::NewLeader { epoch, last_zxid: last });
@@ -450,7 +457,7 @@ impl Core {
             ))));
         }
         let entries = self.read_range(log, zxid, usize::MAX)?;
-        self.send_diff_and_newleader(to, epoch, entries);
+        self.send_diff_and_newleader(to, epoch, zxid, entries);
         Ok(())
     }
 
@@ -566,7 +573,7 @@ impl Core {
         self.out.push(Action::Append { entries: entries.clone() });
         let commit = self.committed;
         for t in targets {
-            self.send(t, Message::Proposal { epoch, entries: entries.clone(), commit });
+            self.send(t, Message::Proposal { epoch, prev: last, entries: entries.clone(), commit });
         }
         if commit_now {
             self.committed = new_last;
