@@ -95,7 +95,9 @@ impl Config {
             ));
         }
         if self.heartbeat_interval_ticks >= self.step_down_ticks {
-            return Err(ZabError::Config("heartbeat_interval_ticks must be < step_down_ticks".into()));
+            return Err(ZabError::Config(
+                "heartbeat_interval_ticks must be < step_down_ticks".into(),
+            ));
         }
         Ok(())
     }
@@ -147,13 +149,18 @@ impl Bootstrap {
             return Err(ZabError::Config("duplicate member id".into()));
         }
         if !ids.contains(&self.id) {
-            return Err(ZabError::Config(format!("member {} is not in the member list", self.id)));
+            return Err(ZabError::Config(format!(
+                "member {} is not in the member list",
+                self.id
+            )));
         }
         if self.members.iter().any(|m| m.kind == MemberKind::Observer) {
             return Err(ZabError::Config("observers are not supported yet".into()));
         }
         if self.current_epoch > self.accepted_epoch {
-            return Err(ZabError::Config("currentEpoch is greater than acceptedEpoch".into()));
+            return Err(ZabError::Config(
+                "currentEpoch is greater than acceptedEpoch".into(),
+            ));
         }
         Ok(())
     }
@@ -166,15 +173,24 @@ mod tests {
     #[test]
     fn default_config_validates_and_zero_bounds_do_not() {
         assert!(Config::default().validate().is_ok());
-        let c = Config { step_down_ticks: 0, ..Config::default() };
+        let c = Config {
+            step_down_ticks: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
-        let c = Config { heartbeat_interval_ticks: 10, ..Config::default() };
+        let c = Config {
+            heartbeat_interval_ticks: 10,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 
     #[test]
     fn bootstrap_rejects_unknown_self_duplicates_and_observers() {
-        let p = |id| Member { id, kind: MemberKind::Participant };
+        let p = |id| Member {
+            id,
+            kind: MemberKind::Participant,
+        };
         let mut b = Bootstrap {
             id: 1,
             members: vec![p(1), p(2)],
@@ -190,7 +206,10 @@ mod tests {
         b.members.push(p(2));
         assert!(b.validate().is_err());
         b.members.pop();
-        b.members.push(Member { id: 4, kind: MemberKind::Observer });
+        b.members.push(Member {
+            id: 4,
+            kind: MemberKind::Observer,
+        });
         assert!(b.validate().is_err());
     }
 }

@@ -37,7 +37,10 @@ impl MemLog {
     /// Drops every entry after `to`. Fails if `to` is below the snapshot point.
     pub fn truncate(&mut self, to: Zxid) -> Result<(), LogError> {
         if to < self.base {
-            return Err(LogError(format!("truncate to {} below snapshot {}", to, self.base)));
+            return Err(LogError(format!(
+                "truncate to {} below snapshot {}",
+                to, self.base
+            )));
         }
         let keep = self.entries.partition_point(|e| e.zxid <= to);
         self.entries.truncate(keep);
@@ -94,7 +97,9 @@ impl MemLog {
     /// Retained entries with zxid in `(after, upto]`.
     pub fn range(&self, after: Zxid, upto: Zxid) -> impl Iterator<Item = &Entry> {
         let start = self.entries.partition_point(|e| e.zxid <= after);
-        self.entries.range(start..).take_while(move |e| e.zxid <= upto)
+        self.entries
+            .range(start..)
+            .take_while(move |e| e.zxid <= upto)
     }
 }
 
@@ -116,7 +121,11 @@ impl LogReader for MemLog {
             return Ok(None);
         }
         let i = self.entries.partition_point(|e| e.zxid <= zxid);
-        Ok(Some(if i == 0 { self.base } else { self.entries[i - 1].zxid }))
+        Ok(Some(if i == 0 {
+            self.base
+        } else {
+            self.entries[i - 1].zxid
+        }))
     }
 
     fn contains(&self, zxid: Zxid) -> Result<bool, LogError> {
@@ -125,10 +134,18 @@ impl LogReader for MemLog {
 
     fn entries_after(&self, after: Zxid, max_entries: usize) -> Result<Vec<Entry>, LogError> {
         if after < self.base {
-            return Err(LogError(format!("entries after {} compacted (snapshot {})", after, self.base)));
+            return Err(LogError(format!(
+                "entries after {} compacted (snapshot {})",
+                after, self.base
+            )));
         }
         let start = self.entries.partition_point(|e| e.zxid <= after);
-        Ok(self.entries.range(start..).take(max_entries).cloned().collect())
+        Ok(self
+            .entries
+            .range(start..)
+            .take(max_entries)
+            .cloned()
+            .collect())
     }
 }
 
@@ -138,7 +155,10 @@ mod tests {
     use bytes::Bytes;
 
     fn e(epoch: u32, c: u32) -> Entry {
-        Entry { zxid: Zxid::new(epoch, c), data: Bytes::new() }
+        Entry {
+            zxid: Zxid::new(epoch, c),
+            data: Bytes::new(),
+        }
     }
 
     #[test]

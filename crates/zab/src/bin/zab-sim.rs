@@ -21,11 +21,18 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { seeds: 10_000, seed_start: 0, threads: 2, trace: false };
+    let mut a = Args {
+        seeds: 10_000,
+        seed_start: 0,
+        threads: 2,
+        trace: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut num = |name: &str| -> Result<u64, String> {
-            it.next().and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} needs a number"))
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
         };
         match flag.as_str() {
             "--seeds" => a.seeds = num("--seeds")?,
@@ -33,7 +40,9 @@ fn parse() -> Result<Args, String> {
             "--threads" => a.threads = num("--threads")?.max(1) as usize,
             "--trace" => a.trace = true,
             "-h" | "--help" => {
-                return Err("usage: zab-sim --seeds N --seed-start S [--threads T] [--trace]".into());
+                return Err(
+                    "usage: zab-sim --seeds N --seed-start S [--threads T] [--trace]".into(),
+                );
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -60,7 +69,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = SimOptions { trace: args.trace, ..SimOptions::default() };
+    let opts = SimOptions {
+        trace: args.trace,
+        ..SimOptions::default()
+    };
     let end = args.seed_start.saturating_add(args.seeds);
     let next = AtomicU64::new(args.seed_start);
     let stop = AtomicBool::new(false);
@@ -95,7 +107,10 @@ fn main() -> ExitCode {
                         flush(&totals, &mut local);
                         let done = totals.lock().map(|t| t.seeds).unwrap_or(0);
                         let secs = started.elapsed().as_secs_f64();
-                        eprintln!("progress: {done} seeds in {secs:.0}s ({:.0} seeds/s)", done as f64 / secs);
+                        eprintln!(
+                            "progress: {done} seeds in {secs:.0}s ({:.0} seeds/s)",
+                            done as f64 / secs
+                        );
                     }
                 }
                 flush(&totals, &mut local);

@@ -26,7 +26,11 @@ impl Election {
     pub fn new(id: NodeId) -> Election {
         Election {
             round: 0,
-            vote: Vote { leader: id, zxid: crate::Zxid::ZERO, epoch: 0 },
+            vote: Vote {
+                leader: id,
+                zxid: crate::Zxid::ZERO,
+                epoch: 0,
+            },
             recv: BTreeMap::new(),
             out_of_election: BTreeMap::new(),
             finalize_at: None,
@@ -37,7 +41,11 @@ impl Election {
 
 impl Core {
     fn self_vote(&self) -> Vote {
-        Vote { leader: self.id, zxid: self.last_zxid, epoch: self.current_epoch }
+        Vote {
+            leader: self.id,
+            zxid: self.last_zxid,
+            epoch: self.current_epoch,
+        }
     }
 
     fn our_state(&self) -> ServerState {
@@ -49,7 +57,11 @@ impl Core {
     }
 
     fn notification(&self) -> Message {
-        Message::Notification { vote: self.election.vote, round: self.election.round, state: self.our_state() }
+        Message::Notification {
+            vote: self.election.vote,
+            round: self.election.round,
+            state: self.our_state(),
+        }
     }
 
     fn broadcast_notification(&mut self) {
@@ -119,7 +131,13 @@ impl Core {
         }
     }
 
-    pub(super) fn on_notification(&mut self, from: NodeId, vote: Vote, round: u64, state: ServerState) {
+    pub(super) fn on_notification(
+        &mut self,
+        from: NodeId,
+        vote: Vote,
+        round: u64,
+        state: ServerState,
+    ) {
         if !matches!(self.role, RoleState::Looking) {
             // Help a looking member find the current leadership.
             if state == ServerState::Looking {

@@ -54,7 +54,8 @@ impl Core {
     }
 
     pub(super) fn become_follower(&mut self, leader: NodeId) {
-        let timeout = self.cfg.election_timeout_ticks + self.random_extra(self.cfg.election_timeout_ticks);
+        let timeout =
+            self.cfg.election_timeout_ticks + self.random_extra(self.cfg.election_timeout_ticks);
         self.role = RoleState::Following(FollowerState {
             leader,
             epoch: 0,
@@ -68,9 +69,20 @@ impl Core {
             last_ack_sent: Zxid::ZERO,
             reads: BTreeMap::new(),
         });
-        self.out.push(Action::RoleChanged { role: Role::Following, leader: Some(leader), epoch: 0, serving: false });
+        self.out.push(Action::RoleChanged {
+            role: Role::Following,
+            leader: Some(leader),
+            epoch: 0,
+            serving: false,
+        });
         let (accepted_epoch, last_zxid) = (self.accepted_epoch, self.last_zxid);
-        self.send(leader, Message::FollowerInfo { accepted_epoch, last_zxid });
+        self.send(
+            leader,
+            Message::FollowerInfo {
+                accepted_epoch,
+                last_zxid,
+            },
+        );
     }
 
     /// Leaves the leader and looks for a new one.
@@ -87,7 +99,9 @@ impl Core {
         f.last_heard = now;
         let (epoch, phase) = (f.epoch, f.phase);
         match msg {
-            Message::LeaderInfo { epoch: e } if phase == FollowerPhase::AwaitLeaderInfo => self.on_leader_info(e),
+            Message::LeaderInfo { epoch: e } if phase == FollowerPhase::AwaitLeaderInfo => {
+                self.on_leader_info(e)
+            }
             Message::Trunc { epoch: e, to } if e == epoch && self.accepting_sync() => {
                 if to > self.last_zxid {
                     self.abandon_leader();
@@ -97,7 +111,11 @@ impl Core {
                 self.last_zxid = to;
                 self.persisted = self.persisted.min(to);
             }
-            Message::Diff { epoch: e, prev, entries } if e == epoch && self.accepting_sync() => {
+            Message::Diff {
+                epoch: e,
+                prev,
+                entries,
+            } if e == epoch && self.accepting_sync() => {
                 self.append_from_leader(prev, entries);
             }
             Message::Snap { epoch: e } if e == epoch && self.accepting_sync() => {
@@ -105,7 +123,10 @@ impl Core {
                     f.awaiting_snapshot = true;
                 }
             }
-            Message::NewLeader { epoch: e, last_zxid } if e == epoch && self.accepting_sync() => {
+            Message::NewLeader {
+                epoch: e,
+                last_zxid,
+            } if e == epoch && self.accepting_sync() => {
                 if last_zxid != self.last_zxid {
                     // Part of the sync stream was lost: start over.
                     self.abandon_leader();
@@ -117,15 +138,27 @@ impl Core {
                 }
                 self.try_ack_newleader();
             }
-            Message::UpToDate { epoch: e, commit } if e == epoch && phase == FollowerPhase::Synced => {
+            Message::UpToDate { epoch: e, commit }
+                if e == epoch && phase == FollowerPhase::Synced =>
+            {
                 if let Some(f) = self.fl() {
                     f.phase = FollowerPhase::Broadcast;
                 }
                 let leader = Some(from);
-                self.out.push(Action::RoleChanged { role: Role::Following, leader, epoch, serving: true });
+                self.out.push(Action::RoleChanged {
+                    role: Role::Following,
+                    leader,
+                    epoch,
+                    serving: true,
+                });
                 self.learn_commit(commit);
             }
-            Message::Proposal { epoch: e, prev, entries, commit } if e == epoch && self.past_newleader() => {
+            Message::Proposal {
+                epoch: e,
+                prev,
+                entries,
+                commit,
+            } if e == epoch && self.past_newleader() => {
                 let last = entries.last().map(|x| x.zxid);
                 if !self.append_from_leader(prev, entries) {
                     return;
@@ -137,16 +170,33 @@ impl Core {
                 }
                 self.learn_commit(commit);
             }
-            Message::Commit { epoch: e, zxid } if e == epoch && self.past_newleader() => self.learn_commit(zxid),
-            Message::Heartbeat { epoch: e, commit, read_round } if e == epoch && self.past_newleader() => {
+            Message::Commit { epoch: e, zxid } if e == epoch && self.past_newleader() => {
+                self.learn_commit(zxid)
+            }
+            Message::Heartbeat {
+                epoch: e,
+                commit,
+                read_round,
+            } if e == epoch && self.past_newleader() => {
                 self.learn_commit(commit);
                 let acked = match self.fl() {
                     Some(f) if f.acks_enabled => f.last_ack_sent,
                     _ => Zxid::ZERO,
                 };
-                self.send(from, Message::HeartbeatAck { epoch, read_round, acked });
+                self.send(
+                    from,
+                    Message::HeartbeatAck {
+                        epoch,
+                        read_round,
+                        acked,
+                    },
+                );
             }
-            Message::ReadResponse { epoch: e, ctx, zxid } if e == epoch => {
+            Message::ReadResponse {
+                epoch: e,
+                ctx,
+                zxid,
+            } if e == epoch => {
                 let pending = self.fl().and_then(|f| f.reads.remove(&ctx)).is_some();
                 if pending {
                     self.out.push(match zxid {
@@ -185,8 +235,21 @@ impl Core {
         f.phase = FollowerPhase::Syncing;
         let leader = f.leader;
         let (current_epoch, last_zxid) = (self.current_epoch, self.last_zxid);
-        self.out.push(Action::RoleChanged { role: Role::Following, leader: Some(leader), epoch, serving: false });
-        self.send(leader, Message::AckEpoch { epoch, current_epoch, last_zxid, fresh });
+        self.out.push(Action::RoleChanged {
+            role: Role::Following,
+            leader: Some(leader),
+            epoch,
+            serving: false,
+        });
+        self.send(
+            leader,
+            Message::AckEpoch {
+                epoch,
+                current_epoch,
+                last_zxid,
+                fresh,
+            },
+        );
     }
 
     /// Appends entries that must continue our log exactly; a gap means a lost
@@ -240,7 +303,13 @@ impl Core {
         }
         f.last_ack_sent = persisted;
         let (epoch, leader) = (f.epoch, f.leader);
-        self.send(leader, Message::Ack { epoch, zxid: persisted });
+        self.send(
+            leader,
+            Message::Ack {
+                epoch,
+                zxid: persisted,
+            },
+        );
     }
 
     fn learn_commit(&mut self, commit: Zxid) {
@@ -272,13 +341,19 @@ impl Core {
         let now = self.now;
         let sync_timeout = self.cfg.sync_timeout_ticks;
         let Some(f) = self.fl() else { return };
-        let syncing = f.phase != FollowerPhase::Broadcast && now.saturating_sub(f.started) > sync_timeout;
+        let syncing =
+            f.phase != FollowerPhase::Broadcast && now.saturating_sub(f.started) > sync_timeout;
         let silent = now.saturating_sub(f.last_heard) > f.timeout;
         if syncing || silent {
             self.abandon_leader();
             return;
         }
-        let expired: Vec<u64> = f.reads.iter().filter(|(_, d)| **d < now).map(|(c, _)| *c).collect();
+        let expired: Vec<u64> = f
+            .reads
+            .iter()
+            .filter(|(_, d)| **d < now)
+            .map(|(c, _)| *c)
+            .collect();
         for ctx in &expired {
             f.reads.remove(ctx);
         }
@@ -290,9 +365,19 @@ impl Core {
     pub(super) fn follower_read(&mut self, ctx: u64) {
         let deadline = self.now + self.cfg.read_timeout_ticks;
         let max = self.cfg.max_pending_reads;
+        let local = self.mutated(Mutation::ReadLocally);
+        let committed = self.committed;
         let Some(f) = self.fl() else { return };
-        if f.phase != FollowerPhase::Broadcast || f.reads.len() >= max || f.reads.contains_key(&ctx) {
+        if f.phase != FollowerPhase::Broadcast || f.reads.len() >= max || f.reads.contains_key(&ctx)
+        {
             self.out.push(Action::ReadFailed { ctx });
+            return;
+        }
+        if local {
+            self.out.push(Action::ReadReady {
+                ctx,
+                zxid: committed,
+            });
             return;
         }
         f.reads.insert(ctx, deadline);

@@ -112,9 +112,13 @@ impl LeaderState {
 
 /// What the leader sends a follower to synchronize it.
 #[derive(Debug, PartialEq, Eq)]
-enum SyncPlan {
+pub(super) enum SyncPlan {
     /// Optionally truncate, then send these entries.
-    Diff { trunc: Option<Zxid>, start: Zxid, entries: Vec<Entry> },
+    Diff {
+        trunc: Option<Zxid>,
+        start: Zxid,
+        entries: Vec<Entry>,
+    },
     /// Send a snapshot, then the entries after it.
     Snap,
 }
@@ -147,7 +151,12 @@ impl Core {
             reads_round: 0,
             reads_queued: Vec::new(),
         });
-        self.out.push(Action::RoleChanged { role: Role::Leading, leader: Some(self.id), epoch: 0, serving: false });
+        self.out.push(Action::RoleChanged {
+            role: Role::Leading,
+            leader: Some(self.id),
+            epoch: 0,
+            serving: false,
+        });
         self.try_choose_epoch();
     }
 
@@ -168,20 +177,34 @@ impl Core {
             p.last_heard = now;
         }
         match msg {
-            Message::FollowerInfo { accepted_epoch, last_zxid } => {
+            Message::FollowerInfo {
+                accepted_epoch,
+                last_zxid,
+            } => {
                 self.on_follower_info(from, accepted_epoch, last_zxid);
             }
-            Message::AckEpoch { epoch: e, current_epoch, last_zxid, fresh } if e == epoch => {
+            Message::AckEpoch {
+                epoch: e,
+                current_epoch,
+                last_zxid,
+                fresh,
+            } if e == epoch => {
                 self.on_ack_epoch(log, from, current_epoch, last_zxid, fresh)?;
             }
-            Message::AckNewLeader { epoch: e, zxid } if e == epoch => self.on_ack_newleader(from, zxid),
+            Message::AckNewLeader { epoch: e, zxid } if e == epoch => {
+                self.on_ack_newleader(from, zxid)
+            }
             Message::Ack { epoch: e, zxid } if e == epoch => {
                 if let Some(p) = ld_peer_active(&mut self.role, from) {
                     p.acked = p.acked.max(zxid);
                 }
                 self.try_advance_commit();
             }
-            Message::HeartbeatAck { epoch: e, read_round, acked } if e == epoch => {
+            Message::HeartbeatAck {
+                epoch: e,
+                read_round,
+                acked,
+            } if e == epoch => {
                 if let Some(p) = ld_peer_active(&mut self.role, from) {
                     p.acked = p.acked.max(acked);
                     p.read_round = p.read_round.max(read_round);
@@ -194,7 +217,14 @@ impl Core {
                 if active {
                     self.leader_read(ctx, Some(from));
                 } else {
-                    self.send(from, Message::ReadResponse { epoch, ctx, zxid: None });
+                    self.send(
+                        from,
+                        Message::ReadResponse {
+                            epoch,
+                            ctx,
+                            zxid: None,
+                        },
+                    );
                 }
             }
             _ => {}
@@ -204,7 +234,14 @@ impl Core {
 
     fn on_follower_info(&mut self, from: NodeId, accepted_epoch: u32, last_zxid: Zxid) {
         let now = self.now;
+        self.epoch_floor = self.epoch_floor.max(accepted_epoch);
         let Some(ld) = self.ld() else { return };
+        if ld.phase != LeaderPhase::Discovery && accepted_epoch >= ld.epoch {
+            // This member promised a later epoch: it can never follow us. Give
+            // up leadership so that a new epoch (above its promise) includes it.
+            self.step_down();
+            return;
+        }
         ld.epoch_acks.remove(&from);
         ld.newleader_acks.remove(&from);
         let stage = if ld.phase == LeaderPhase::Discovery {
@@ -213,7 +250,16 @@ impl Core {
         } else {
             PeerStage::LeaderInfoSent
         };
-        ld.peers.insert(from, Peer { stage, peer_last: last_zxid, acked: Zxid::ZERO, last_heard: now, read_round: 0 });
+        ld.peers.insert(
+            from,
+            Peer {
+                stage,
+                peer_last: last_zxid,
+                acked: Zxid::ZERO,
+                last_heard: now,
+                read_round: 0,
+            },
+        );
         let epoch = ld.epoch;
         if stage == PeerStage::LeaderInfoSent {
             self.send(from, Message::LeaderInfo { epoch });
@@ -227,13 +273,18 @@ impl Core {
     fn try_choose_epoch(&mut self) {
         let quorum = self.quorum();
         let reuse = self.mutated(Mutation::ReuseEpoch);
+        let floor = self.epoch_floor;
         let me = self.id;
         let Some(ld) = self.ld() else { return };
         if ld.phase != LeaderPhase::Discovery || ld.infos.len() < quorum {
             return;
         }
         let max = ld.infos.values().copied().max().unwrap_or(0);
-        let epoch = if reuse { max.max(1) } else { max.saturating_add(1) };
+        let epoch = if reuse {
+            max.max(1)
+        } else {
+            max.max(floor).saturating_add(1)
+        };
         ld.epoch = epoch;
         ld.phase = LeaderPhase::EpochAck;
         let mut targets = Vec::new();
@@ -246,7 +297,12 @@ impl Core {
         ld.epoch_acks.insert(me);
         self.accepted_epoch = epoch;
         self.out.push(Action::PersistAcceptedEpoch { epoch });
-        self.out.push(Action::RoleChanged { role: Role::Leading, leader: Some(self.id), epoch, serving: false });
+        self.out.push(Action::RoleChanged {
+            role: Role::Leading,
+            leader: Some(self.id),
+            epoch,
+            serving: false,
+        });
         for t in targets {
             self.send(t, Message::LeaderInfo { epoch });
         }
@@ -262,8 +318,11 @@ impl Core {
         fresh: bool,
     ) -> Result<(), ZabError> {
         let mine = (self.current_epoch, self.last_zxid);
+        let reuse = self.mutated(Mutation::ReuseEpoch);
         let Some(ld) = self.ld() else { return Ok(()) };
-        let Some(p) = ld.peers.get_mut(&from) else { return Ok(()) };
+        let Some(p) = ld.peers.get_mut(&from) else {
+            return Ok(());
+        };
         if p.stage != PeerStage::LeaderInfoSent {
             return Ok(());
         }
@@ -271,7 +330,7 @@ impl Core {
         p.stage = PeerStage::EpochAcked;
         match ld.phase {
             LeaderPhase::EpochAck => {
-                if fresh {
+                if fresh || reuse {
                     if (current_epoch, last_zxid) > mine {
                         // A member of our discovery quorum knows more than we
                         // do: we must not lead (ZooKeeper does the same).
@@ -302,13 +361,20 @@ impl Core {
         self.try_self_newleader();
     }
 
-    fn try_finish_epoch_ack_with<L: LogReader + ?Sized>(&mut self, log: &L) -> Result<(), ZabError> {
+    fn try_finish_epoch_ack_with<L: LogReader + ?Sized>(
+        &mut self,
+        log: &L,
+    ) -> Result<(), ZabError> {
         let before = self.ld().map(|l| l.phase);
         self.try_finish_epoch_ack();
         let Some(ld) = self.ld() else { return Ok(()) };
         if before == Some(LeaderPhase::EpochAck) && ld.phase != LeaderPhase::EpochAck {
-            let waiting: Vec<NodeId> =
-                ld.peers.iter().filter(|(_, p)| p.stage == PeerStage::EpochAcked).map(|(id, _)| *id).collect();
+            let waiting: Vec<NodeId> = ld
+                .peers
+                .iter()
+                .filter(|(_, p)| p.stage == PeerStage::EpochAcked)
+                .map(|(id, _)| *id)
+                .collect();
             for id in waiting {
                 self.sync_follower(log, id)?;
             }
@@ -334,17 +400,27 @@ impl Core {
     fn try_establish(&mut self) {
         let quorum = self.quorum();
         let Some(ld) = self.ld() else { return };
-        if ld.phase != LeaderPhase::Sync || !ld.self_synced || ld.newleader_acks.len() + 1 < quorum {
+        if ld.phase != LeaderPhase::Sync || !ld.self_synced || ld.newleader_acks.len() + 1 < quorum
+        {
             return;
         }
         ld.phase = LeaderPhase::Broadcast;
         let epoch = ld.epoch;
         let initial_last = ld.initial_last;
-        let active: Vec<NodeId> =
-            ld.peers.iter().filter(|(_, p)| p.stage == PeerStage::Active).map(|(id, _)| *id).collect();
+        let active: Vec<NodeId> = ld
+            .peers
+            .iter()
+            .filter(|(_, p)| p.stage == PeerStage::Active)
+            .map(|(id, _)| *id)
+            .collect();
         self.committed = self.committed.max(initial_last);
         let commit = self.committed;
-        self.out.push(Action::RoleChanged { role: Role::Leading, leader: Some(self.id), epoch, serving: true });
+        self.out.push(Action::RoleChanged {
+            role: Role::Leading,
+            leader: Some(self.id),
+            epoch,
+            serving: true,
+        });
         for id in active {
             self.send(id, Message::UpToDate { epoch, commit });
         }
@@ -357,15 +433,29 @@ impl Core {
     /// zxid we share if its last is not in our log); otherwise SNAP. A DIFF
     /// larger than `max_diff_entries` becomes a SNAP when the follower's last
     /// zxid is already applied here.
-    fn plan_sync<L: LogReader + ?Sized>(&self, log: &L, peer_last: Zxid) -> Result<SyncPlan, ZabError> {
+    pub(super) fn plan_sync<L: LogReader + ?Sized>(
+        &self,
+        log: &L,
+        peer_last: Zxid,
+    ) -> Result<SyncPlan, ZabError> {
         let leader_last = self.last_zxid;
         if peer_last == leader_last {
-            return Ok(SyncPlan::Diff { trunc: None, start: leader_last, entries: Vec::new() });
+            return Ok(SyncPlan::Diff {
+                trunc: None,
+                start: leader_last,
+                entries: Vec::new(),
+            });
         }
         if peer_last > leader_last {
-            return Ok(SyncPlan::Diff { trunc: Some(leader_last), start: leader_last, entries: Vec::new() });
+            return Ok(SyncPlan::Diff {
+                trunc: Some(leader_last),
+                start: leader_last,
+                entries: Vec::new(),
+            });
         }
-        let Some(shared) = log.floor(peer_last)? else { return Ok(SyncPlan::Snap) };
+        let Some(shared) = log.floor(peer_last)? else {
+            return Ok(SyncPlan::Snap);
+        };
         let trunc = (shared != peer_last).then_some(shared);
         let limit = self.cfg.max_diff_entries;
         let entries = self.read_range(log, shared, limit + 1)?;
@@ -375,11 +465,20 @@ impl Core {
         if entries.len() > limit && self.commit_emitted >= peer_last {
             return Ok(SyncPlan::Snap);
         }
-        Ok(SyncPlan::Diff { trunc, start: shared, entries })
+        Ok(SyncPlan::Diff {
+            trunc,
+            start: shared,
+            entries,
+        })
     }
 
     /// Entries after `after` up to our last zxid, at most `limit` of them.
-    fn read_range<L: LogReader + ?Sized>(&self, log: &L, after: Zxid, limit: usize) -> Result<Vec<Entry>, ZabError> {
+    fn read_range<L: LogReader + ?Sized>(
+        &self,
+        log: &L,
+        after: Zxid,
+        limit: usize,
+    ) -> Result<Vec<Entry>, ZabError> {
         let mut out: Vec<Entry> = Vec::new();
         let mut cursor = after;
         while cursor < self.last_zxid && out.len() < limit {
@@ -397,14 +496,24 @@ impl Core {
         Ok(out)
     }
 
-    fn sync_follower<L: LogReader + ?Sized>(&mut self, log: &L, id: NodeId) -> Result<(), ZabError> {
+    fn sync_follower<L: LogReader + ?Sized>(
+        &mut self,
+        log: &L,
+        id: NodeId,
+    ) -> Result<(), ZabError> {
         let Some(ld) = self.ld() else { return Ok(()) };
         let epoch = ld.epoch;
-        let Some(p) = ld.peers.get(&id) else { return Ok(()) };
+        let Some(p) = ld.peers.get(&id) else {
+            return Ok(());
+        };
         let peer_last = p.peer_last;
         let plan = self.plan_sync(log, peer_last)?;
         match plan {
-            SyncPlan::Diff { trunc, start, entries } => {
+            SyncPlan::Diff {
+                trunc,
+                start,
+                entries,
+            } => {
                 if let Some(to) = trunc {
                     self.send(id, Message::Trunc { epoch, to });
                 }
@@ -421,18 +530,37 @@ impl Core {
         Ok(())
     }
 
-    fn send_diff_and_newleader(&mut self, id: NodeId, epoch: u32, start: Zxid, entries: Vec<Entry>) {
+    fn send_diff_and_newleader(
+        &mut self,
+        id: NodeId,
+        epoch: u32,
+        start: Zxid,
+        entries: Vec<Entry>,
+    ) {
         let chunk = self.cfg.max_sync_batch_entries.max(1);
         let mut it = entries.into_iter().peekable();
         let mut prev = start;
         while it.peek().is_some() {
             let batch: Vec<Entry> = it.by_ref().take(chunk).collect();
             let next_prev = batch.last().map_or(prev, |e| e.zxid);
-            self.send(id, Message::Diff { epoch, prev, entries: batch });
+            self.send(
+                id,
+                Message::Diff {
+                    epoch,
+                    prev,
+                    entries: batch,
+                },
+            );
             prev = next_prev;
         }
         let last = self.last_zxid;
-        self.send(id, Message::NewLeader { epoch, last_zxid: last });
+        self.send(
+            id,
+            Message::NewLeader {
+                epoch,
+                last_zxid: last,
+            },
+        );
         if let Some(p) = self.ld().and_then(|l| l.peers.get_mut(&id)) {
             p.stage = PeerStage::Synced;
         }
@@ -465,7 +593,9 @@ impl Core {
         let Some(ld) = self.ld() else { return };
         let epoch = ld.epoch;
         let phase = ld.phase;
-        let Some(p) = ld.peers.get_mut(&from) else { return };
+        let Some(p) = ld.peers.get_mut(&from) else {
+            return;
+        };
         if p.stage != PeerStage::Synced {
             return;
         }
@@ -502,8 +632,12 @@ impl Core {
         if ld.phase != LeaderPhase::Broadcast {
             return;
         }
-        let mut acks: Vec<Zxid> =
-            ld.peers.values().filter(|p| p.stage == PeerStage::Active).map(|p| p.acked).collect();
+        let mut acks: Vec<Zxid> = ld
+            .peers
+            .values()
+            .filter(|p| p.stage == PeerStage::Active)
+            .map(|p| p.acked)
+            .collect();
         acks.push(persisted);
         acks.sort_unstable_by(|a, b| b.cmp(a));
         let mut q = match acks.get(quorum - 1) {
@@ -517,7 +651,12 @@ impl Core {
             return;
         }
         let epoch = ld.epoch;
-        let targets: Vec<NodeId> = ld.peers.iter().filter(|(_, p)| p.forwarding()).map(|(id, _)| *id).collect();
+        let targets: Vec<NodeId> = ld
+            .peers
+            .iter()
+            .filter(|(_, p)| p.forwarding())
+            .map(|(id, _)| *id)
+            .collect();
         self.committed = q;
         for t in targets {
             self.send(t, Message::Commit { epoch, zxid: q });
@@ -545,14 +684,28 @@ impl Core {
         }
         let epoch = ld.epoch;
         if data.is_empty() || data.len() > max_batch {
-            return Err(ZabError::BadBatch { len: data.len(), max: max_batch });
+            return Err(ZabError::BadBatch {
+                len: data.len(),
+                max: max_batch,
+            });
         }
         let n = data.len() as u64;
-        let base_counter = if last.epoch() == epoch { u64::from(last.counter()) } else { 0 };
-        let committed_counter = if committed.epoch() == epoch { u64::from(committed.counter()) } else { 0 };
+        let base_counter = if last.epoch() == epoch {
+            u64::from(last.counter())
+        } else {
+            0
+        };
+        let committed_counter = if committed.epoch() == epoch {
+            u64::from(committed.counter())
+        } else {
+            0
+        };
         let in_flight = base_counter.saturating_sub(committed_counter);
         if in_flight + n > max_in_flight {
-            return Err(ZabError::Backpressure { in_flight, max: max_in_flight });
+            return Err(ZabError::Backpressure {
+                in_flight,
+                max: max_in_flight,
+            });
         }
         if base_counter + n > u64::from(limit) {
             ld.rollover_since.get_or_insert(now);
@@ -561,19 +714,37 @@ impl Core {
         let entries: Vec<Entry> = data
             .into_iter()
             .enumerate()
-            .map(|(i, d)| Entry { zxid: Zxid::new(epoch, (base_counter + 1 + i as u64) as u32), data: d })
+            .map(|(i, d)| Entry {
+                zxid: Zxid::new(epoch, (base_counter + 1 + i as u64) as u32),
+                data: d,
+            })
             .collect();
         let first = entries[0].zxid;
         let new_last = entries[entries.len() - 1].zxid;
-        let targets: Vec<NodeId> = ld.peers.iter().filter(|(_, p)| p.forwarding()).map(|(id, _)| *id).collect();
+        let targets: Vec<NodeId> = ld
+            .peers
+            .iter()
+            .filter(|(_, p)| p.forwarding())
+            .map(|(id, _)| *id)
+            .collect();
         if base_counter + n >= u64::from(limit) {
             ld.rollover_since.get_or_insert(now);
         }
         self.last_zxid = new_last;
-        self.out.push(Action::Append { entries: entries.clone() });
+        self.out.push(Action::Append {
+            entries: entries.clone(),
+        });
         let commit = self.committed;
         for t in targets {
-            self.send(t, Message::Proposal { epoch, prev: last, entries: entries.clone(), commit });
+            self.send(
+                t,
+                Message::Proposal {
+                    epoch,
+                    prev: last,
+                    entries: entries.clone(),
+                    commit,
+                },
+            );
         }
         if commit_now {
             self.committed = new_last;
@@ -600,7 +771,9 @@ impl Core {
         let heard = ld
             .peers
             .values()
-            .filter(|p| p.stage == PeerStage::Active && now.saturating_sub(p.last_heard) <= cfg_step_down)
+            .filter(|p| {
+                p.stage == PeerStage::Active && now.saturating_sub(p.last_heard) <= cfg_step_down
+            })
             .count();
         if heard + 1 < quorum {
             self.step_down();
@@ -627,9 +800,21 @@ impl Core {
         let Some(ld) = self.ld() else { return };
         let epoch = ld.epoch;
         let read_round = ld.read_round;
-        let targets: Vec<NodeId> = ld.peers.iter().filter(|(_, p)| p.forwarding()).map(|(id, _)| *id).collect();
+        let targets: Vec<NodeId> = ld
+            .peers
+            .iter()
+            .filter(|(_, p)| p.forwarding())
+            .map(|(id, _)| *id)
+            .collect();
         for t in targets {
-            self.send(t, Message::Heartbeat { epoch, commit, read_round });
+            self.send(
+                t,
+                Message::Heartbeat {
+                    epoch,
+                    commit,
+                    read_round,
+                },
+            );
         }
     }
 
@@ -641,20 +826,24 @@ impl Core {
         let committed = self.committed;
         let deadline = self.now + self.cfg.read_timeout_ticks;
         let max = self.cfg.max_pending_reads;
-        let no_quorum = self.mutated(Mutation::ReadWithoutQuorum);
         let Some(ld) = self.ld() else { return };
         let epoch = ld.epoch;
         let duplicate = origin.is_none()
-            && ld.reads_in_flight.iter().chain(ld.reads_queued.iter()).any(|r| r.ctx == ctx && r.origin.is_none());
+            && ld
+                .reads_in_flight
+                .iter()
+                .chain(ld.reads_queued.iter())
+                .any(|r| r.ctx == ctx && r.origin.is_none());
         if ld.phase != LeaderPhase::Broadcast || ld.pending_reads() >= max || duplicate {
             self.resolve_read(epoch, ctx, origin, None);
             return;
         }
-        if no_quorum {
-            self.resolve_read(epoch, ctx, origin, Some(committed));
-            return;
-        }
-        ld.reads_queued.push(PendingRead { ctx, origin, zxid: committed, deadline });
+        ld.reads_queued.push(PendingRead {
+            ctx,
+            origin,
+            zxid: committed,
+            deadline,
+        });
         self.start_read_round();
     }
 
@@ -687,8 +876,11 @@ impl Core {
             return;
         }
         let round = ld.reads_round;
-        let confirmed =
-            1 + ld.peers.values().filter(|p| p.stage == PeerStage::Active && p.read_round >= round).count();
+        let confirmed = 1 + ld
+            .peers
+            .values()
+            .filter(|p| p.stage == PeerStage::Active && p.read_round >= round)
+            .count();
         if confirmed < quorum {
             return;
         }
@@ -709,7 +901,9 @@ impl Core {
             failed.append(&mut ld.reads_in_flight);
         }
         let (expired, kept): (Vec<PendingRead>, Vec<PendingRead>) =
-            std::mem::take(&mut ld.reads_queued).into_iter().partition(|r| r.deadline < now);
+            std::mem::take(&mut ld.reads_queued)
+                .into_iter()
+                .partition(|r| r.deadline < now);
         ld.reads_queued = kept;
         failed.extend(expired);
         for r in failed {
@@ -742,7 +936,10 @@ impl Core {
 
 fn ld_peer_active(role: &mut RoleState, id: NodeId) -> Option<&mut Peer> {
     match role {
-        RoleState::Leading(ld) => ld.peers.get_mut(&id).filter(|p| p.stage == PeerStage::Active),
+        RoleState::Leading(ld) => ld
+            .peers
+            .get_mut(&id)
+            .filter(|p| p.stage == PeerStage::Active),
         _ => None,
     }
 }

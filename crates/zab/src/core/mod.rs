@@ -36,12 +36,13 @@ use leader::LeaderState;
 pub(crate) enum Mutation {
     /// The leader commits a proposal as soon as it makes it.
     CommitWithoutQuorum,
-    /// The leader reuses the largest accepted epoch instead of a new one.
+    /// The leader reuses the largest accepted epoch instead of a new one, and
+    /// counts acks of members that had already accepted it.
     ReuseEpoch,
     /// Followers ack proposals before they are durable.
     AckBeforePersist,
-    /// The leader answers read barriers without a quorum round.
-    ReadWithoutQuorum,
+    /// Followers answer read barriers from their own commit point.
+    ReadLocally,
 }
 
 /// The result of a successful [`Core::propose`].
@@ -79,6 +80,9 @@ pub struct Core {
     committed: Zxid,
     /// Highest `Commit{upto}` emitted.
     commit_emitted: Zxid,
+    /// Highest acceptedEpoch any member reported to us; a new epoch we pick
+    /// is above it (picking higher than needed is always safe).
+    epoch_floor: u32,
     election: Election,
     role: RoleState,
     out: Vec<Action>,
@@ -87,7 +91,11 @@ pub struct Core {
 impl Core {
     /// Builds a member from its persisted state. It starts looking for a
     /// leader; the first [`Core::tick`] sends its first notifications.
-    pub fn new<L: LogReader + ?Sized>(config: Config, boot: Bootstrap, log: &L) -> Result<Core, ZabError> {
+    pub fn new<L: LogReader + ?Sized>(
+        config: Config,
+        boot: Bootstrap,
+        log: &L,
+    ) -> Result<Core, ZabError> {
         config.validate()?;
         boot.validate()?;
         let mut voters: Vec<NodeId> = boot
@@ -111,6 +119,7 @@ impl Core {
             persisted: last,
             committed: applied,
             commit_emitted: applied,
+            epoch_floor: boot.accepted_epoch,
             election: Election::new(boot.id),
             role: RoleState::Looking,
             out: Vec::new(),
@@ -173,13 +182,21 @@ impl Core {
     ) -> Result<Proposed, ZabError> {
         let _ = log;
         match self.leader_propose(entries) {
-            Ok((first, last)) => Ok(Proposed { first, last, actions: self.take() }),
+            Ok((first, last)) => Ok(Proposed {
+                first,
+                last,
+                actions: self.take(),
+            }),
             Err(e) => Err(e),
         }
     }
 
     /// The driver reports that every log entry with zxid `<= upto` is durable.
-    pub fn on_persisted<L: LogReader + ?Sized>(&mut self, log: &L, upto: Zxid) -> Result<Vec<Action>, ZabError> {
+    pub fn on_persisted<L: LogReader + ?Sized>(
+        &mut self,
+        log: &L,
+        upto: Zxid,
+    ) -> Result<Vec<Action>, ZabError> {
         let _ = log;
         let upto = upto.min(self.last_zxid);
         if upto > self.persisted {
@@ -269,8 +286,20 @@ impl Core {
     pub fn status(&self) -> Status {
         let (role, leader, serving, leader_epoch, followers) = match &self.role {
             RoleState::Looking => (Role::Looking, None, false, 0, Vec::new()),
-            RoleState::Following(f) => (Role::Following, Some(f.leader), f.serving(), f.epoch, Vec::new()),
-            RoleState::Leading(l) => (Role::Leading, Some(self.id), l.serving(), l.epoch, l.follower_status(self.now)),
+            RoleState::Following(f) => (
+                Role::Following,
+                Some(f.leader),
+                f.serving(),
+                f.epoch,
+                Vec::new(),
+            ),
+            RoleState::Leading(l) => (
+                Role::Leading,
+                Some(self.id),
+                l.serving(),
+                l.epoch,
+                l.follower_status(self.now),
+            ),
         };
         Status {
             id: self.id,
@@ -364,7 +393,12 @@ impl Core {
         self.fail_all_reads();
         self.role = RoleState::Looking;
         if announce {
-            self.out.push(Action::RoleChanged { role: Role::Looking, leader: None, epoch: 0, serving: false });
+            self.out.push(Action::RoleChanged {
+                role: Role::Looking,
+                leader: None,
+                epoch: 0,
+                serving: false,
+            });
         }
         self.start_election();
     }

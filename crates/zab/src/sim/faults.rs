@@ -51,13 +51,41 @@ impl FaultPlan {
     pub fn draw(seed: u64, rng: &mut ChaCha8Rng) -> FaultPlan {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
         let on = |p: f64, rng: &mut ChaCha8Rng| rng.gen_bool(p);
-        let loss = if on(0.5, rng) { rng.gen_range(0.0..0.08) } else { 0.0 };
-        let link_break = if on(0.4, rng) { rng.gen_range(0.0..0.03) } else { 0.0 };
-        let partition = if on(0.5, rng) { rng.gen_range(0.0..0.03) } else { 0.0 };
-        let crash = if on(0.5, rng) { rng.gen_range(0.0..0.03) } else { 0.0 };
-        let compaction = if on(0.5, rng) { rng.gen_range(0.0..0.1) } else { 0.0 };
-        let epoch_counter_limit = if on(0.25, rng) { rng.gen_range(3..40) } else { 0xFFFF_F000 };
-        let max_diff_entries = if on(0.25, rng) { rng.gen_range(1..20) } else { 100_000 };
+        let loss = if on(0.5, rng) {
+            rng.gen_range(0.0..0.08)
+        } else {
+            0.0
+        };
+        let link_break = if on(0.4, rng) {
+            rng.gen_range(0.0..0.03)
+        } else {
+            0.0
+        };
+        let partition = if on(0.5, rng) {
+            rng.gen_range(0.0..0.03)
+        } else {
+            0.0
+        };
+        let crash = if on(0.5, rng) {
+            rng.gen_range(0.0..0.03)
+        } else {
+            0.0
+        };
+        let compaction = if on(0.5, rng) {
+            rng.gen_range(0.0..0.1)
+        } else {
+            0.0
+        };
+        let epoch_counter_limit = if on(0.25, rng) {
+            rng.gen_range(3..40)
+        } else {
+            0xFFFF_F000
+        };
+        let max_diff_entries = if on(0.25, rng) {
+            rng.gen_range(1..20)
+        } else {
+            100_000
+        };
         FaultPlan {
             nodes,
             fault_ticks: rng.gen_range(100..400),
@@ -76,7 +104,11 @@ impl FaultPlan {
             max_sync_batch_entries: rng.gen_range(1..8),
             propose: rng.gen_range(0.05..0.9),
             max_batch: rng.gen_range(1..5),
-            read: if on(0.5, rng) { rng.gen_range(0.0..0.3) } else { 0.0 },
+            read: if on(0.5, rng) {
+                rng.gen_range(0.0..0.3)
+            } else {
+                0.0
+            },
         }
     }
 }

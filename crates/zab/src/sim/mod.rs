@@ -12,6 +12,8 @@
 pub mod check;
 mod faults;
 mod network;
+#[cfg(test)]
+mod tests;
 mod world;
 
 pub use faults::{FaultCounts, FaultPlan};

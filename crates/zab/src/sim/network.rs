@@ -34,7 +34,12 @@ pub struct Network {
 impl Network {
     /// Empty links for `n` members.
     pub fn new(n: usize) -> Network {
-        Network { n, links: vec![VecDeque::new(); n * n], last_due: vec![0; n * n], groups: None }
+        Network {
+            n,
+            links: vec![VecDeque::new(); n * n],
+            last_due: vec![0; n * n],
+            groups: None,
+        }
     }
 
     fn idx(&self, from: NodeId, to: NodeId) -> usize {

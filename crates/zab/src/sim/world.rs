@@ -90,7 +90,10 @@ pub struct SeedReport {
 impl SeedReport {
     /// The one command that reproduces this seed (with a trace).
     pub fn reproduce_command(&self) -> String {
-        format!("cargo run --release -p keeper-zab --bin zab-sim -- --seeds 1 --seed-start {} --trace", self.seed)
+        format!(
+            "cargo run --release -p keeper-zab --bin zab-sim -- --seeds 1 --seed-start {} --trace",
+            self.seed
+        )
     }
 }
 
@@ -163,8 +166,12 @@ fn payload(data: &Bytes) -> Option<u64> {
 impl World {
     fn new(seed: u64, opts: SimOptions, plan: FaultPlan, rng: ChaCha8Rng) -> World {
         let n = plan.nodes;
-        let members: Vec<Member> =
-            (1..=n as NodeId).map(|id| Member { id, kind: MemberKind::Participant }).collect();
+        let members: Vec<Member> = (1..=n as NodeId)
+            .map(|id| Member {
+                id,
+                kind: MemberKind::Participant,
+            })
+            .collect();
         let nodes = (1..=n as NodeId)
             .map(|id| Node {
                 id,
@@ -224,7 +231,12 @@ impl World {
 
     fn fail(&mut self, kind: FailureKind, invariant: &str, detail: String) {
         if self.failure.is_none() {
-            self.failure = Some(Failure { kind, invariant: invariant.to_string(), tick: self.now, detail });
+            self.failure = Some(Failure {
+                kind,
+                invariant: invariant.to_string(),
+                tick: self.now,
+                detail,
+            });
         }
     }
 
@@ -235,7 +247,8 @@ impl World {
     fn event(&mut self, what: &str, node: NodeId) {
         (self.now, what, node).hash(&mut self.hasher);
         if self.opts.trace {
-            self.trace.push(format!("t={} n{} {}", self.now, node, what));
+            self.trace
+                .push(format!("t={} n{} {}", self.now, node, what));
         }
     }
 
@@ -253,7 +266,9 @@ impl World {
             accepted_epoch: n.accepted_epoch,
             current_epoch: n.current_epoch,
             applied_zxid: n.applied,
-            seed: seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n.boots.wrapping_mul(0xD1B5_4A32_D192_ED03),
+            seed: seed
+                ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ n.boots.wrapping_mul(0xD1B5_4A32_D192_ED03),
         };
         match Core::new(cfg, boot, &n.log) {
             Ok(core) => n.core = Some(core),
@@ -339,13 +354,17 @@ impl World {
         if self.net.partitioned() && self.now >= self.partition_until {
             self.net.heal();
             self.event("PARTITION_HEAL", 0);
-        } else if !self.net.partitioned() && self.plan.partition > 0.0 && self.rng.gen_bool(self.plan.partition) {
+        } else if !self.net.partitioned()
+            && self.plan.partition > 0.0
+            && self.rng.gen_bool(self.plan.partition)
+        {
             let groups: Vec<u8> = (0..n).map(|_| self.rng.gen_range(0..2u8)).collect();
             if groups.iter().any(|g| *g != groups[0]) {
                 self.counts.partitions += 1;
                 self.event("PARTITION", 0);
                 self.counts.broken_in_flight += self.net.partition(groups);
-                self.partition_until = self.now + self.rng.gen_range(1..=self.plan.max_partition_ticks);
+                self.partition_until =
+                    self.now + self.rng.gen_range(1..=self.plan.max_partition_ticks);
             }
         }
         if self.plan.link_break > 0.0 && self.rng.gen_bool(self.plan.link_break) {
@@ -368,7 +387,8 @@ impl World {
             self.counts.partitioned += 1;
             return;
         }
-        if self.phase == Phase::Faults && self.plan.loss > 0.0 && self.rng.gen_bool(self.plan.loss) {
+        if self.phase == Phase::Faults && self.plan.loss > 0.0 && self.rng.gen_bool(self.plan.loss)
+        {
             self.counts.lost += 1;
             return;
         }
@@ -382,11 +402,15 @@ impl World {
         self.net.due_tokens(self.now, &mut tokens);
         tokens.shuffle(&mut self.rng);
         for &i in &tokens {
-            let Some((from, to, p)) = self.net.pop(i, self.now) else { continue };
+            let Some((from, to, p)) = self.net.pop(i, self.now) else {
+                continue;
+            };
             match p {
                 Packet::Msg(msg) => {
                     let n = &mut self.nodes[to as usize - 1];
-                    let Some(core) = n.core.as_mut() else { continue };
+                    let Some(core) = n.core.as_mut() else {
+                        continue;
+                    };
                     let r = core.step(&n.log, from, msg);
                     self.after_call(to, r);
                 }
@@ -428,7 +452,9 @@ impl World {
                     Some((due, _)) if *due <= self.now => {}
                     _ => break,
                 }
-                let Some((_, upto)) = n.fsyncs.pop_front() else { break };
+                let Some((_, upto)) = n.fsyncs.pop_front() else {
+                    break;
+                };
                 let upto = upto.min(n.log.last());
                 if upto > n.durable {
                     n.durable = upto;
@@ -444,7 +470,9 @@ impl World {
     fn tick_cores(&mut self) {
         for i in 0..self.nodes.len() {
             let n = &mut self.nodes[i];
-            let Some(core) = n.core.as_mut() else { continue };
+            let Some(core) = n.core.as_mut() else {
+                continue;
+            };
             let r = core.tick(&n.log);
             let id = n.id;
             self.after_call(id, r);
@@ -478,7 +506,12 @@ impl World {
             if self.node(target).core.is_some() {
                 let ctx = self.next_ctx;
                 self.next_ctx += 1;
-                let bound = self.checker.prefix.global().last().map_or(Zxid::ZERO, |t| t.0);
+                let bound = self
+                    .checker
+                    .prefix
+                    .global()
+                    .last()
+                    .map_or(Zxid::ZERO, |t| t.0);
                 self.checker.reads.on_start(target, ctx, bound);
                 let n = self.node(target);
                 if let Some(core) = n.core.as_mut() {
@@ -492,8 +525,9 @@ impl World {
     /// Proposes `k` fresh payloads at `target`; returns the payload of the last one if accepted.
     fn propose(&mut self, target: NodeId, k: usize) -> Option<u64> {
         let first_payload = self.next_payload;
-        let data: Vec<Bytes> =
-            (0..k as u64).map(|i| Bytes::copy_from_slice(&(first_payload + i).to_le_bytes())).collect();
+        let data: Vec<Bytes> = (0..k as u64)
+            .map(|i| Bytes::copy_from_slice(&(first_payload + i).to_le_bytes()))
+            .collect();
         let n = &mut self.nodes[target as usize - 1];
         let core = n.core.as_mut()?;
         match core.propose(&n.log, data) {
@@ -501,10 +535,19 @@ impl World {
                 self.next_payload += k as u64;
                 self.counts.proposed += k as u64;
                 let txns: Vec<Txn> = (0..k as u32)
-                    .map(|i| (Zxid::new(p.first.epoch(), p.first.counter() + i), first_payload + u64::from(i)))
+                    .map(|i| {
+                        (
+                            Zxid::new(p.first.epoch(), p.first.counter() + i),
+                            first_payload + u64::from(i),
+                        )
+                    })
                     .collect();
                 if txns.last().map(|t| t.0) != Some(p.last) {
-                    self.fail(FailureKind::Fatal, "ProposeZxids", format!("{} .. {}", p.first, p.last));
+                    self.fail(
+                        FailureKind::Fatal,
+                        "ProposeZxids",
+                        format!("{} .. {}", p.first, p.last),
+                    );
                 }
                 if let Err(v) = self.checker.on_broadcast(target, &txns) {
                     self.violated(v);
@@ -534,7 +577,12 @@ impl World {
             }
             let keep = self.plan.compaction_keep;
             let n = &mut self.nodes[i];
-            let applied: Vec<Zxid> = n.log.iter().map(|e| e.zxid).take_while(|z| *z <= n.applied).collect();
+            let applied: Vec<Zxid> = n
+                .log
+                .iter()
+                .map(|e| e.zxid)
+                .take_while(|z| *z <= n.applied)
+                .collect();
             if applied.len() > keep {
                 let upto = applied[applied.len() - keep - 1];
                 n.log.compact(upto);
@@ -569,7 +617,11 @@ impl World {
                     let delay = self.rng.gen_range(0..=self.plan.max_fsync_ticks);
                     let n = self.node(id);
                     if let Err(e) = n.log.append(&entries) {
-                        self.fail(FailureKind::Safety, "LogOrder", format!("member {id}: {}", e.0));
+                        self.fail(
+                            FailureKind::Safety,
+                            "LogOrder",
+                            format!("member {id}: {}", e.0),
+                        );
                         return;
                     }
                     let last_due = n.fsyncs.back().map_or(0, |f| f.0);
@@ -589,7 +641,11 @@ impl World {
                         return;
                     }
                     if let Err(e) = n.log.truncate(to) {
-                        self.fail(FailureKind::Safety, "LogOrder", format!("member {id}: {}", e.0));
+                        self.fail(
+                            FailureKind::Safety,
+                            "LogOrder",
+                            format!("member {id}: {}", e.0),
+                        );
                         return;
                     }
                     n.durable = n.durable.min(to);
@@ -598,7 +654,11 @@ impl World {
                     let n = self.node(id);
                     if epoch < n.accepted_epoch {
                         let old = n.accepted_epoch;
-                        self.fail(FailureKind::Safety, "EpochMonotonic", format!("acceptedEpoch {old} -> {epoch}"));
+                        self.fail(
+                            FailureKind::Safety,
+                            "EpochMonotonic",
+                            format!("acceptedEpoch {old} -> {epoch}"),
+                        );
                         return;
                     }
                     n.accepted_epoch = epoch;
@@ -610,7 +670,9 @@ impl World {
                         self.fail(
                             FailureKind::Safety,
                             "EpochMonotonic",
-                            format!("member {id} currentEpoch {c} -> {epoch} with acceptedEpoch {acc}"),
+                            format!(
+                                "member {id} currentEpoch {c} -> {epoch} with acceptedEpoch {acc}"
+                            ),
                         );
                         return;
                     }
@@ -630,12 +692,20 @@ impl World {
                         }
                     }
                 }
-                Action::RoleChanged { role, epoch, serving, .. } => {
+                Action::RoleChanged {
+                    role,
+                    epoch,
+                    serving,
+                    ..
+                } => {
                     if role == Role::Leading && serving {
                         self.counts.leaders += 1;
                         let n = &self.nodes[id as usize - 1];
-                        let log: Vec<Txn> =
-                            n.log.iter().filter_map(|e| payload(&e.data).map(|p| (e.zxid, p))).collect();
+                        let log: Vec<Txn> = n
+                            .log
+                            .iter()
+                            .filter_map(|e| payload(&e.data).map(|p| (e.zxid, p)))
+                            .collect();
                         let applied_len = self.checker.prefix.position(id);
                         if let Err(v) = self.checker.on_established(id, epoch, applied_len, &log) {
                             self.violated(v);
@@ -667,16 +737,27 @@ impl World {
             self.violated(v);
             return;
         }
-        let txns: Vec<(Zxid, Option<u64>)> =
-            self.nodes[idx].log.range(applied, upto).map(|e| (e.zxid, payload(&e.data))).collect();
+        let txns: Vec<(Zxid, Option<u64>)> = self.nodes[idx]
+            .log
+            .range(applied, upto)
+            .map(|e| (e.zxid, payload(&e.data)))
+            .collect();
         let mut prev = applied;
         for (z, p) in txns {
             let Some(p) = p else {
-                self.fail(FailureKind::Safety, "Integrity", format!("member {id} applies malformed entry {z}"));
+                self.fail(
+                    FailureKind::Safety,
+                    "Integrity",
+                    format!("member {id} applies malformed entry {z}"),
+                );
                 return;
             };
             if !follows(prev, z) {
-                self.fail(FailureKind::Safety, "LocalPrimaryOrder", format!("member {id} log has {z} after {prev}"));
+                self.fail(
+                    FailureKind::Safety,
+                    "LocalPrimaryOrder",
+                    format!("member {id} log has {z} after {prev}"),
+                );
                 return;
             }
             let holders = self.durable_holders(z, p);
@@ -688,7 +769,11 @@ impl World {
             prev = z;
         }
         if prev != upto {
-            self.fail(FailureKind::Safety, "CommitGap", format!("member {id} told to commit {upto}, log has up to {prev}"));
+            self.fail(
+                FailureKind::Safety,
+                "CommitGap",
+                format!("member {id} told to commit {upto}, log has up to {prev}"),
+            );
         }
     }
 
@@ -710,7 +795,11 @@ impl World {
         }
         if self.now > self.heal_tick + self.opts.liveness_bound_ticks {
             let state = self.describe();
-            let what = if self.phase == Phase::Recover { "NoProgressAfterHeal" } else { "NoConvergence" };
+            let what = if self.phase == Phase::Recover {
+                "NoProgressAfterHeal"
+            } else {
+                "NoConvergence"
+            };
             self.fail(FailureKind::Liveness, what, state);
             return;
         }
@@ -720,7 +809,8 @@ impl World {
         if let Some((payload, _)) = self.marker {
             let global = self.checker.prefix.global();
             if let Some(k) = global.iter().rposition(|t| t.1 == payload) {
-                let everywhere = (1..=self.plan.nodes as NodeId).all(|id| self.checker.prefix.position(id) > k);
+                let everywhere =
+                    (1..=self.plan.nodes as NodeId).all(|id| self.checker.prefix.position(id) > k);
                 if everywhere {
                     self.phase = Phase::Converge;
                     self.event("MARKER_COMMITTED", 0);
@@ -742,7 +832,9 @@ impl World {
     }
 
     fn converged(&self) -> bool {
-        let Some(first) = self.nodes.first().and_then(|n| n.core.as_ref()) else { return false };
+        let Some(first) = self.nodes.first().and_then(|n| n.core.as_ref()) else {
+            return false;
+        };
         let last = first.status().last_zxid;
         let leaders = self.serving_leaders().len();
         leaders == 1

@@ -33,7 +33,12 @@ impl QuorumDurability {
     }
 
     /// `node` was told to commit up to `upto` with only `persisted` durable.
-    pub fn on_commit(&mut self, node: NodeId, upto: Zxid, persisted: Zxid) -> Result<(), Violation> {
+    pub fn on_commit(
+        &mut self,
+        node: NodeId,
+        upto: Zxid,
+        persisted: Zxid,
+    ) -> Result<(), Violation> {
         if upto > persisted {
             return Err(Violation::new(
                 "CommitBeyondPersisted",

@@ -37,7 +37,10 @@ impl Integrity {
                 "Integrity",
                 format!("member {node} delivered {z}#{p} but {z} was broadcast as #{q}"),
             )),
-            None => Err(Violation::new("Integrity", format!("member {node} delivered {z}#{p}, never broadcast"))),
+            None => Err(Violation::new(
+                "Integrity",
+                format!("member {node} delivered {z}#{p}, never broadcast"),
+            )),
         }
     }
 }

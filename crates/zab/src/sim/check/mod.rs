@@ -71,7 +71,7 @@ impl Checker {
         Checker {
             prefix: PrefixConsistency::new(nodes),
             integrity: Integrity::default(),
-            order: PrimaryOrder::default(),
+            order: PrimaryOrder,
             primary_integrity: PrimaryIntegrity::default(),
             leaders: OneLeaderPerEpoch::default(),
             durability: QuorumDurability::new(nodes / 2 + 1),
@@ -85,13 +85,19 @@ impl Checker {
     }
 
     /// `node` delivered (applied) `txn`; `durable_holders` members hold it on disk.
-    pub fn on_deliver(&mut self, node: NodeId, txn: Txn, durable_holders: usize) -> Result<(), Violation> {
+    pub fn on_deliver(
+        &mut self,
+        node: NodeId,
+        txn: Txn,
+        durable_holders: usize,
+    ) -> Result<(), Violation> {
         self.integrity.on_deliver(node, txn)?;
         self.durability.on_deliver(node, txn, durable_holders)?;
         let position = self.prefix.position(node);
         let is_new = position == self.prefix.global().len();
         if is_new {
-            self.order.on_new_global(node, self.prefix.global().last().copied(), txn)?;
+            self.order
+                .on_new_global(node, self.prefix.global().last().copied(), txn)?;
             self.primary_integrity.on_new_global(txn)?;
         }
         self.prefix.on_deliver(node, txn)
@@ -112,6 +118,7 @@ impl Checker {
         log: &[Txn],
     ) -> Result<(), Violation> {
         self.leaders.on_established(leader, epoch)?;
-        self.primary_integrity.on_established(leader, epoch, applied_len, log, self.prefix.global())
+        self.primary_integrity
+            .on_established(leader, epoch, applied_len, log, self.prefix.global())
     }
 }

@@ -16,7 +16,10 @@ pub struct PrefixConsistency {
 impl PrefixConsistency {
     /// For members 1..=nodes.
     pub fn new(nodes: usize) -> PrefixConsistency {
-        PrefixConsistency { global: Vec::new(), len: vec![0; nodes + 1] }
+        PrefixConsistency {
+            global: Vec::new(),
+            len: vec![0; nodes + 1],
+        }
     }
 
     /// The longest delivered sequence so far.

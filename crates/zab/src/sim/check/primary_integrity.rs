@@ -37,12 +37,20 @@ impl PrimaryIntegrity {
         log: &[Txn],
         global: &[Txn],
     ) -> Result<(), Violation> {
-        let h = History { leader, applied_len, log: log.iter().copied().collect(), seen: global.len() };
+        let h = History {
+            leader,
+            applied_len,
+            log: log.iter().copied().collect(),
+            seen: global.len(),
+        };
         for (i, t) in global.iter().enumerate() {
             if t.0.epoch() < epoch && !h.contains(i, t) {
                 return Err(Violation::new(
                     "PrimaryIntegrity",
-                    format!("primary {leader} of epoch {epoch} lacks delivered {}#{}", t.0, t.1),
+                    format!(
+                        "primary {leader} of epoch {epoch} lacks delivered {}#{}",
+                        t.0, t.1
+                    ),
                 ));
             }
         }
@@ -58,7 +66,10 @@ impl PrimaryIntegrity {
             if i >= h.seen && !h.contains(i, &txn) {
                 return Err(Violation::new(
                     "PrimaryIntegrity",
-                    format!("{}#{} delivered but missing from primary {} of epoch {epoch}", txn.0, txn.1, h.leader),
+                    format!(
+                        "{}#{} delivered but missing from primary {} of epoch {epoch}",
+                        txn.0, txn.1, h.leader
+                    ),
                 ));
             }
         }

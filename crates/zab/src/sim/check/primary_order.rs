@@ -14,17 +14,26 @@ pub struct PrimaryOrder;
 
 impl PrimaryOrder {
     /// `txn` extends the global sequence whose last element is `prev`.
-    pub fn on_new_global(&mut self, node: NodeId, prev: Option<Txn>, txn: Txn) -> Result<(), Violation> {
+    pub fn on_new_global(
+        &mut self,
+        node: NodeId,
+        prev: Option<Txn>,
+        txn: Txn,
+    ) -> Result<(), Violation> {
         let p = prev.map_or(Zxid::ZERO, |t| t.0);
         if follows(p, txn.0) {
             return Ok(());
         }
-        let name = if txn.0.epoch() < p.epoch() || (txn.0.epoch() > p.epoch() && txn.0.counter() == 1) {
-            "GlobalPrimaryOrder"
-        } else {
-            "LocalPrimaryOrder"
-        };
-        Err(Violation::new(name, format!("member {node} delivered {} right after {}", txn.0, p)))
+        let name =
+            if txn.0.epoch() < p.epoch() || (txn.0.epoch() > p.epoch() && txn.0.counter() == 1) {
+                "GlobalPrimaryOrder"
+            } else {
+                "LocalPrimaryOrder"
+            };
+        Err(Violation::new(
+            name,
+            format!("member {node} delivered {} right after {}", txn.0, p),
+        ))
     }
 }
 
@@ -38,8 +47,18 @@ mod tests {
         let t = |e, n| (Zxid::new(e, n), 0);
         assert!(c.on_new_global(1, None, t(1, 1)).is_ok());
         assert!(c.on_new_global(1, Some(t(1, 1)), t(1, 2)).is_ok());
-        assert_eq!(c.on_new_global(1, Some(t(1, 1)), t(1, 3)).unwrap_err().invariant, "LocalPrimaryOrder");
-        assert_eq!(c.on_new_global(1, Some(t(2, 1)), t(1, 1)).unwrap_err().invariant, "GlobalPrimaryOrder");
+        assert_eq!(
+            c.on_new_global(1, Some(t(1, 1)), t(1, 3))
+                .unwrap_err()
+                .invariant,
+            "LocalPrimaryOrder"
+        );
+        assert_eq!(
+            c.on_new_global(1, Some(t(2, 1)), t(1, 1))
+                .unwrap_err()
+                .invariant,
+            "GlobalPrimaryOrder"
+        );
         assert!(c.on_new_global(1, Some(t(1, 4)), t(3, 1)).is_ok());
         assert!(c.on_new_global(1, Some(t(1, 4)), t(3, 2)).is_err());
     }
