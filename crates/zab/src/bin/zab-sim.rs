@@ -57,6 +57,7 @@ struct Totals {
     five: u64,
     ticks: u64,
     committed: u64,
+    max_recovery_ticks: u64,
     faults: FaultCounts,
     failures: Vec<SeedReport>,
 }
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
                     }
                     local.ticks += r.ticks;
                     local.committed += r.committed as u64;
+                    local.max_recovery_ticks = local.max_recovery_ticks.max(r.recovery_ticks);
                     local.faults.add(&r.faults);
                     if r.failure.is_some() {
                         stop.store(true, Ordering::Relaxed);
@@ -135,6 +137,10 @@ fn main() -> ExitCode {
         t.committed
     );
     println!("faults injected: {}", t.faults);
+    println!(
+        "slowest recovery: {} ticks from healing to a committed marker on every member and full convergence (bound {})",
+        t.max_recovery_ticks, opts.liveness_bound_ticks
+    );
     if t.failures.is_empty() {
         println!("result: OK (no invariant violation, no liveness failure)");
         return ExitCode::SUCCESS;
@@ -164,6 +170,7 @@ fn flush(totals: &Mutex<Totals>, local: &mut Totals) {
     t.five += local.five;
     t.ticks += local.ticks;
     t.committed += local.committed;
+    t.max_recovery_ticks = t.max_recovery_ticks.max(local.max_recovery_ticks);
     t.faults.add(&local.faults);
     t.failures.append(&mut local.failures);
     *local = Totals::default();

@@ -79,6 +79,8 @@ pub struct SeedReport {
     pub faults: FaultCounts,
     /// Transactions delivered (globally).
     pub committed: usize,
+    /// Ticks from healing to full convergence (0 if the run failed first).
+    pub recovery_ticks: u64,
     /// Hash of every action and fault, in order: equal runs have equal hashes.
     pub trace_hash: u64,
     /// The readable trace, if requested.
@@ -152,6 +154,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedReport {
         ticks: w.now,
         faults: w.counts.clone(),
         committed: w.checker.prefix.global().len(),
+        recovery_ticks: if w.failure.is_none() { w.now.saturating_sub(w.heal_tick) } else { 0 },
         trace_hash: w.hasher.finish(),
         trace: std::mem::take(&mut w.trace),
         failure: w.failure.take(),
