@@ -5,26 +5,40 @@
 //! [`Store::apply`], which computes the deterministic [`TxnOutcome`] and writes
 //! the changed znodes together with `last_applied` in one RocksDB batch.
 //!
-//! CONTRACT SKELETON written by the lead: the signatures below are what the
-//! server codes against. Bodies are filled in by the store work.
+//! Modules: `keys` (column families and key layout), `path` (path rules),
+//! `record` (stored znode form, digests), `apply` (the state machine),
+//! `log` (transaction log, ZAB epochs), `snapshot` (checkpoints).
+//!
+//! Column families: `log`, `nodes`, `sessions`, `ephemerals` (session ->
+//! paths index), `reap` (due time -> container/ttl node index), `meta`.
 
+mod apply;
+mod error;
+mod keys;
+mod log;
+mod path;
+mod record;
+mod snapshot;
 mod types;
 
+pub use error::StoreError;
+pub use path::validate_path;
+pub use record::{node_digest, session_digest};
 pub use types::*;
 
 use keeper_zab::Zxid;
+use keys::{
+    children_prefix, decode_u64, key_path, node_key, prefix_end, split_index_key, u64_key, ALL_CFS,
+    CF_EPHEMERALS, CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED,
+};
+use record::NodeRecord;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, DB,
+};
 use std::path::Path;
-
-/// Fatal storage errors (disk, corruption). Never part of a txn's result.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("rocksdb: {0}")]
-    Rocks(String),
-    #[error("corrupt record in {what}: {detail}")]
-    Corrupt { what: &'static str, detail: String },
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-}
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Bounds and options of the store. Every bound has a name and a default.
 #[derive(Debug, Clone)]
@@ -38,6 +52,9 @@ pub struct StoreConfig {
     /// fsync the log on append (default true; tests of pure logic may turn it off).
     pub sync_log: bool,
 }
+
+/// RocksDB block cache shared by all column families, in bytes.
+pub const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -62,77 +79,170 @@ pub struct ZabMeta {
 /// `Arc`; all methods take `&self` and are safe to call from many threads,
 /// except that `apply` calls must be serialized by the caller (one applier).
 pub struct Store {
-    _private: (),
+    db: DB,
+    config: StoreConfig,
+    last_applied: AtomicU64,
+    last_logged: AtomicU64,
+    /// Serializes log mutations (append, truncate, compact) and `last_logged`.
+    log_lock: Mutex<()>,
+    /// Held while apply writes its batch and while a checkpoint is cut, so a
+    /// checkpoint's `last_applied` is exact.
+    apply_lock: Mutex<()>,
+    zab: Mutex<ZabMeta>,
 }
 
-#[allow(unused_variables, clippy::todo)]
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. A fresh store holds only the
+    /// root `/` (empty data, all-zero stat) and has `last_applied == 0`.
+    /// A directory written by [`Store::checkpoint`] opens the same way.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        todo!()
+        std::fs::create_dir_all(dir)?;
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_compression_type(DBCompressionType::None);
+        cf_opts.set_block_based_table_factory(&table);
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
+        let store = Store {
+            db,
+            config,
+            last_applied: AtomicU64::new(0),
+            last_logged: AtomicU64::new(0),
+            log_lock: Mutex::new(()),
+            apply_lock: Mutex::new(()),
+            zab: Mutex::new(ZabMeta::default()),
+        };
+        let meta = store.cf(CF_META)?;
+        let last_applied = match store.db.get_pinned_cf(meta, META_LAST_APPLIED)? {
+            Some(v) => decode_u64(&v, "last_applied")?,
+            None => {
+                // Fresh store: the root and last_applied = 0, atomically.
+                let root = NodeRecord {
+                    stat: Stat::default(),
+                    mode: NodeMode::Persistent,
+                    ttl_ms: None,
+                    data: bytes::Bytes::new(),
+                };
+                let mut batch = WriteBatch::default();
+                batch.put_cf(store.cf(CF_NODES)?, node_key("/"), root.encode());
+                batch.put_cf(meta, META_LAST_APPLIED, u64_key(0));
+                store.db.write(batch)?;
+                0
+            }
+        };
+        store.last_applied.store(last_applied, Ordering::Release);
+        store
+            .last_logged
+            .store(store.compute_last_logged()?, Ordering::Release);
+        *store.zab.lock().unwrap_or_else(|p| p.into_inner()) = store.read_zab_meta()?;
+        tracing::debug!(dir = %dir.display(), last_applied = %Zxid(last_applied),
+            last_logged = %store.last_logged(), "store opened");
+        Ok(store)
     }
 
-    // ---- transaction log -------------------------------------------------
-
-    /// Appends encoded entries (ascending zxids, above `last_logged`) in ONE
-    /// write batch, fsynced when `sync_log` (group commit: the caller passes
-    /// everything that is waiting). Returns after the data is durable.
-    pub fn append_log(&self, entries: &[(Zxid, Vec<u8>)]) -> Result<(), StoreError> {
-        todo!()
-    }
-    /// Highest zxid in the log (or the snapshot's zxid if the log is empty).
-    pub fn last_logged(&self) -> Zxid {
-        todo!()
-    }
-    /// Lowest zxid still in the log, if any (older ones are compacted away).
-    pub fn first_logged(&self) -> Option<Zxid> {
-        todo!()
-    }
-    /// Log entries with zxid > `after`, ascending, at most `limit` of them.
-    pub fn read_log(&self, after: Zxid, limit: usize) -> Result<Vec<(Zxid, Vec<u8>)>, StoreError> {
-        todo!()
-    }
-    /// Removes every log entry with zxid > `zxid` (ZAB TRUNC), durably.
-    pub fn truncate_log_after(&self, zxid: Zxid) -> Result<(), StoreError> {
-        todo!()
-    }
-    /// Removes log entries with zxid < `zxid` (compaction behind a snapshot).
-    pub fn compact_log_before(&self, zxid: Zxid) -> Result<(), StoreError> {
-        todo!()
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
-    // ---- ZAB metadata ----------------------------------------------------
-
-    pub fn zab_meta(&self) -> ZabMeta {
-        todo!()
-    }
-    /// Persists the epochs with fsync before returning.
-    pub fn set_zab_meta(&self, meta: ZabMeta) -> Result<(), StoreError> {
-        todo!()
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Rocks(format!("missing column family {name}")))
     }
 
     // ---- apply (the deterministic state machine) -------------------------
 
     /// Applies a committed entry. `zxid` must be above `last_applied`.
     /// Deterministic: same tree + same (zxid, entry) => same outcome on every
-    /// member. Writes all changed keys and `last_applied = zxid` in one batch.
+    /// member. Writes all changed keys and `last_applied = zxid` in one batch
+    /// (WAL on, not fsynced: the log is the durable record). A failed op or
+    /// multi changes nothing but still consumes the zxid.
     pub fn apply(&self, zxid: Zxid, entry: &Entry) -> Result<Applied, StoreError> {
-        todo!()
+        let last = self.last_applied.load(Ordering::Acquire);
+        assert!(
+            zxid.0 > last,
+            "apply: zxid {zxid} is not above last_applied {}",
+            Zxid(last)
+        );
+        let mut batch = WriteBatch::default();
+        let (outcome, events) = apply::apply_entry(self, zxid, entry, &mut batch)?;
+        batch.put_cf(self.cf(CF_META)?, META_LAST_APPLIED, u64_key(zxid.0));
+        let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.write(batch)?;
+        self.last_applied.store(zxid.0, Ordering::Release);
+        Ok(Applied {
+            zxid,
+            outcome,
+            events,
+        })
     }
+
     /// The zxid of the last applied entry.
     pub fn last_applied(&self) -> Zxid {
-        todo!()
+        Zxid(self.last_applied.load(Ordering::Acquire))
     }
 
     // ---- reads -----------------------------------------------------------
 
-    /// Data and stat of `path`, or `Ok(None)` if it does not exist.
-    /// Path validity is checked by [`validate_path`] first.
-    pub fn get(&self, path: &str) -> Result<Option<(bytes::Bytes, Stat)>, StoreError> {
-        todo!()
+    pub(crate) fn read_node(&self, path: &str) -> Result<Option<NodeRecord>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_NODES)?, node_key(path))? {
+            Some(v) => Ok(Some(NodeRecord::decode(&v)?)),
+            None => Ok(None),
+        }
     }
+
+    pub(crate) fn session_exists(&self, id: SessionId) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_SESSIONS)?, u64_key(id))?
+            .is_some())
+    }
+
+    /// Paths of the ephemerals owned by session `id`, sorted bytewise.
+    pub(crate) fn ephemerals_of(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
+        let cf = self.cf(CF_EPHEMERALS)?;
+        let start = u64_key(id);
+        let mut opts = ReadOptions::default();
+        if let Some(next) = id.checked_add(1) {
+            opts.set_iterate_upper_bound(u64_key(next).to_vec());
+        }
+        let mut out = Vec::new();
+        for item in
+            self.db
+                .iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, _) = item?;
+            let (owner, path) = split_index_key(&key, "ephemeral index")?;
+            if owner != id {
+                break;
+            }
+            out.push(path);
+        }
+        Ok(out)
+    }
+
+    /// Data and stat of `path`, or `Ok(None)` if it does not exist (an
+    /// invalid path, see [`validate_path`], does not exist).
+    pub fn get(&self, path: &str) -> Result<Option<(bytes::Bytes, Stat)>, StoreError> {
+        if validate_path(path, self.config.max_path_bytes).is_err() {
+            return Ok(None);
+        }
+        Ok(self.read_node(path)?.map(|rec| (rec.data, rec.stat)))
+    }
+
     /// A page of children of `path` (a prefix scan), starting after the child
-    /// name `after`, at most `limit` (capped by `max_children_page`).
+    /// name `after`, at most `limit` (capped by `max_children_page`), sorted
+    /// bytewise, with the parent's stat from the same snapshot.
     /// `Ok(None)` if `path` does not exist.
     pub fn children(
         &self,
@@ -140,34 +250,122 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<ChildrenPage>, StoreError> {
-        todo!()
+        if validate_path(path, self.config.max_path_bytes).is_err() {
+            return Ok(None);
+        }
+        let cf = self.cf(CF_NODES)?;
+        let snap = self.db.snapshot();
+        let Some(parent) = snap.get_pinned_cf(cf, node_key(path))? else {
+            return Ok(None);
+        };
+        let stat = NodeRecord::decode(&parent)?.stat;
+        drop(parent);
+        let limit = limit.min(self.config.max_children_page);
+        let prefix = children_prefix(path);
+        let mut start = prefix.clone();
+        if let Some(after) = after {
+            // The first key above prefix ++ after (names never contain NUL).
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        let mut it = snap.raw_iterator_cf_opt(cf, opts);
+        it.seek(&start);
+        let mut children = Vec::with_capacity(limit.min(stat.num_children as usize));
+        let mut more = false;
+        while let Some(key) = it.key() {
+            if children.len() == limit {
+                more = true;
+                break;
+            }
+            let name = key.get(prefix.len()..).unwrap_or_default();
+            let name = std::str::from_utf8(name).map_err(|e| StoreError::Corrupt {
+                what: "node key",
+                detail: e.to_string(),
+            })?;
+            children.push(name.to_string());
+            it.next();
+        }
+        it.status()?;
+        Ok(Some(ChildrenPage {
+            children,
+            stat,
+            more,
+        }))
     }
-    /// All live sessions (used by the leader to rebuild expiry tracking).
+
+    /// All live sessions, by id (used by the leader to rebuild expiry tracking).
     pub fn sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
-        todo!()
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            out.push(SessionInfo {
+                id: decode_u64(&key, "session key")?,
+                timeout_ms: decode_u64(&value, "session timeout")?,
+            });
+        }
+        Ok(out)
     }
-    /// Containers and ttl nodes that are due at `now_ms`, at most `limit`.
-    /// Must not scan the whole tree (keep an index).
-    pub fn reap_candidates(&self, now_ms: u64, limit: usize) -> Result<Vec<ReapCandidate>, StoreError> {
-        todo!()
+
+    /// Containers and ttl nodes that are due at `now_ms`, at most `limit`,
+    /// earliest due first. Reads only the reap index (containers that have
+    /// had a child and have none, childless ttl nodes), never the tree.
+    pub fn reap_candidates(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReapCandidate>, StoreError> {
+        let mut out = Vec::new();
+        let mut opts = ReadOptions::default();
+        if let Some(end) = now_ms.checked_add(1) {
+            opts.set_iterate_upper_bound(u64_key(end).to_vec());
+        }
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_REAP)?, opts, IteratorMode::Start)
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let (due, path) = split_index_key(&key, "reap index")?;
+            if due > now_ms {
+                break;
+            }
+            out.push(ReapCandidate {
+                path,
+                czxid: decode_u64(&value, "reap index czxid")?,
+            });
+        }
+        Ok(out)
     }
-    /// A checksum over the whole tree and sessions (for comparing members).
+
+    /// A checksum over the whole tree and sessions (for comparing members):
+    /// the wrapping sum of [`node_digest`] over every znode and
+    /// [`session_digest`] over every session, read from one snapshot.
     pub fn tree_digest(&self) -> Result<u64, StoreError> {
-        todo!()
+        let snap = self.db.snapshot();
+        let mut sum = 0u64;
+        for item in snap.iterator_cf(self.cf(CF_NODES)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            let path = key_path(&key)?;
+            let rec = NodeRecord::decode(&value)?;
+            sum = sum.wrapping_add(node_digest(
+                &path, &rec.data, &rec.stat, rec.mode, rec.ttl_ms,
+            ));
+        }
+        for item in snap.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            let info = SessionInfo {
+                id: decode_u64(&key, "session key")?,
+                timeout_ms: decode_u64(&value, "session timeout")?,
+            };
+            sum = sum.wrapping_add(session_digest(&info));
+        }
+        Ok(sum)
     }
-
-    // ---- snapshots ------------------------------------------------------
-
-    /// Writes a RocksDB checkpoint of the whole store into `dir` (which must not exist).
-    pub fn checkpoint(&self, dir: &Path) -> Result<Zxid, StoreError> {
-        todo!()
-    }
-}
-
-/// Checks a path against DESIGN.md's rules: absolute, `/`-separated, no empty,
-/// `.` or `..` segments, no trailing `/` (except root), no NUL or control
-/// characters, at most `max_bytes` long.
-#[allow(unused_variables, clippy::todo)]
-pub fn validate_path(path: &str, max_bytes: usize) -> Result<(), TxnError> {
-    todo!()
 }

@@ -36,7 +36,9 @@ impl NodeMode {
     pub fn is_sequential(self) -> bool {
         matches!(
             self,
-            NodeMode::PersistentSequential | NodeMode::EphemeralSequential | NodeMode::TtlSequential
+            NodeMode::PersistentSequential
+                | NodeMode::EphemeralSequential
+                | NodeMode::TtlSequential
         )
     }
     pub fn is_ttl(self) -> bool {
@@ -104,11 +106,17 @@ pub enum Txn {
     /// All ops apply or none do.
     Multi(Vec<Op>),
     /// The new session's id is the zxid of this entry.
-    CreateSession { timeout_ms: u64 },
+    CreateSession {
+        timeout_ms: u64,
+    },
     /// Close (or expire) a session; deletes its ephemerals in the same batch.
-    CloseSession { id: SessionId },
+    CloseSession {
+        id: SessionId,
+    },
     /// Deletes those candidates that are still due.
-    Reap { candidates: Vec<ReapCandidate> },
+    Reap {
+        candidates: Vec<ReapCandidate>,
+    },
     /// Does nothing (a new leader's first entry, barriers, tests).
     Noop,
 }
@@ -119,6 +127,22 @@ pub struct Entry {
     /// Milliseconds since the Unix epoch, stamped by the leader.
     pub time_ms: u64,
     pub txn: Txn,
+}
+
+impl Entry {
+    /// The entry's bytes as the log and ZAB carry them (postcard).
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs, enums, strings and bytes into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("encoding an entry: {e}"))
+    }
+
+    /// Decodes bytes made by [`Entry::encode`]; anything else is `Corrupt`.
+    pub fn decode(bytes: &[u8]) -> Result<Entry, crate::StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| crate::StoreError::Corrupt {
+            what: "log entry",
+            detail: e.to_string(),
+        })
+    }
 }
 
 /// The deterministic outcome of one op.
@@ -136,10 +160,15 @@ pub enum TxnOutcome {
     Op(Result<OpResult, TxnError>),
     /// On failure: the index of the first failing op and its error; nothing applied.
     Multi(Result<Vec<OpResult>, MultiError>),
-    SessionCreated { id: SessionId, timeout_ms: u64 },
+    SessionCreated {
+        id: SessionId,
+        timeout_ms: u64,
+    },
     /// `Err(SessionExpired)` if the session did not exist.
     SessionClosed(Result<Vec<String>, TxnError>),
-    Reaped { paths: Vec<String> },
+    Reaped {
+        paths: Vec<String>,
+    },
     Noop,
 }
 
@@ -159,7 +188,11 @@ pub enum TxnError {
     #[error("node already exists: {path}")]
     NodeExists { path: String },
     #[error("version mismatch at {path}: expected {expected}, actual {actual}")]
-    BadVersion { path: String, expected: i32, actual: i32 },
+    BadVersion {
+        path: String,
+        expected: i32,
+        actual: i32,
+    },
     #[error("node has children: {path}")]
     NotEmpty { path: String },
     #[error("ephemeral nodes may not have children: {path}")]

@@ -1,0 +1,453 @@
+//! The deterministic state machine: turns one committed `(zxid, Entry)` into a
+//! [`TxnOutcome`], the [`ChangeEvent`]s for watches, and the RocksDB writes
+//! (znodes, sessions, ephemeral and reap indexes) that `Store::apply` commits
+//! in one batch together with `last_applied`.
+//!
+//! Ops run against an [`Overlay`]: reads see earlier ops of the same entry
+//! (so later ops of a multi see earlier ops' effects), and nothing reaches the
+//! batch unless the whole entry succeeds. Index entries are derived at commit
+//! time from each touched node's before/after records, so every kind of change
+//! keeps the indexes right the same way. Nothing here reads a clock: time is
+//! the entry's `time_ms`.
+//!
+//! Error order (first match wins), following ZooKeeper:
+//! - create: BadArguments (ttl/mode mismatch, ephemeral without session),
+//!   InvalidPath, TooLarge, SessionExpired, NoNode (the parent's path),
+//!   NodeExists (root, or the final path), NoChildrenForEphemerals.
+//! - set: InvalidPath, TooLarge, NoNode, BadVersion.
+//! - delete: InvalidPath, BadArguments (root), NoNode, BadVersion, NotEmpty.
+//! - check: InvalidPath, NoNode, BadVersion.
+//!
+//! Sequential names: the requested path plus the parent's `cversion` before
+//! this create, formatted `%010d` (ZooKeeper's rule; the counter therefore also
+//! moves on child deletes). The requested path may end in `/` for a sequential
+//! create (`/q/` -> `/q/0000000004`); the final path must be valid.
+
+use crate::keys::{
+    ephemeral_key, node_key, reap_key, u64_key, CF_EPHEMERALS, CF_NODES, CF_REAP, CF_SESSIONS,
+};
+use crate::path::{split_parent, validate_path};
+use crate::record::NodeRecord;
+use crate::{
+    ChangeEvent, ChangeKind, Entry, MultiError, NodeMode, Op, OpResult, SessionId, Stat, Store,
+    StoreError, Txn, TxnError, TxnOutcome,
+};
+use bytes::Bytes;
+use keeper_zab::Zxid;
+use rocksdb::WriteBatch;
+use std::collections::HashMap;
+
+/// Why an op stopped: a deterministic txn error, or a fatal storage error.
+enum Fail {
+    Txn(TxnError),
+    Store(StoreError),
+}
+
+impl From<TxnError> for Fail {
+    fn from(e: TxnError) -> Fail {
+        Fail::Txn(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        Fail::Store(e)
+    }
+}
+
+/// A touched znode: its record in the database and after the entry's ops.
+struct Slot {
+    before: Option<NodeRecord>,
+    after: Option<NodeRecord>,
+    dirty: bool,
+}
+
+/// Pending changes of one entry on top of the database.
+struct Overlay<'s> {
+    store: &'s Store,
+    zxid: Zxid,
+    time_ms: u64,
+    nodes: HashMap<String, Slot>,
+    events: Vec<ChangeEvent>,
+}
+
+/// Computes the outcome of `entry` at `zxid` and adds its writes to `batch`
+/// (everything except `last_applied`). A failed op or multi adds nothing.
+pub(crate) fn apply_entry(
+    store: &Store,
+    zxid: Zxid,
+    entry: &Entry,
+    batch: &mut WriteBatch,
+) -> Result<(TxnOutcome, Vec<ChangeEvent>), StoreError> {
+    let mut ov = Overlay {
+        store,
+        zxid,
+        time_ms: entry.time_ms,
+        nodes: HashMap::new(),
+        events: Vec::new(),
+    };
+    match &entry.txn {
+        Txn::Op(op) => match ov.op(op) {
+            Ok(result) => {
+                let events = ov.commit(batch)?;
+                Ok((TxnOutcome::Op(Ok(result)), events))
+            }
+            Err(Fail::Txn(e)) => Ok((TxnOutcome::Op(Err(e)), Vec::new())),
+            Err(Fail::Store(e)) => Err(e),
+        },
+        Txn::Multi(ops) => {
+            let mut results = Vec::with_capacity(ops.len());
+            for (index, op) in ops.iter().enumerate() {
+                match ov.op(op) {
+                    Ok(result) => results.push(result),
+                    Err(Fail::Txn(error)) => {
+                        return Ok((
+                            TxnOutcome::Multi(Err(MultiError { index, error })),
+                            Vec::new(),
+                        ));
+                    }
+                    Err(Fail::Store(e)) => return Err(e),
+                }
+            }
+            let events = ov.commit(batch)?;
+            Ok((TxnOutcome::Multi(Ok(results)), events))
+        }
+        Txn::CreateSession { timeout_ms } => {
+            let id: SessionId = zxid.0;
+            batch.put_cf(store.cf(CF_SESSIONS)?, u64_key(id), u64_key(*timeout_ms));
+            Ok((
+                TxnOutcome::SessionCreated {
+                    id,
+                    timeout_ms: *timeout_ms,
+                },
+                Vec::new(),
+            ))
+        }
+        Txn::CloseSession { id } => {
+            if !store.session_exists(*id)? {
+                return Ok((
+                    TxnOutcome::SessionClosed(Err(TxnError::SessionExpired { id: *id })),
+                    Vec::new(),
+                ));
+            }
+            let paths = store.ephemerals_of(*id)?;
+            let mut deleted = Vec::with_capacity(paths.len());
+            for path in paths {
+                // The index is kept in the same batches as the tree; a missing
+                // node means the database is inconsistent.
+                match ov.node(&path)? {
+                    Some(rec) if rec.stat.ephemeral_owner == *id => {
+                        ov.remove(&path, &rec)?;
+                        deleted.push(path);
+                    }
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            what: "ephemeral index",
+                            detail: format!("session {id} lists {path}, which it does not own"),
+                        })
+                    }
+                }
+            }
+            batch.delete_cf(store.cf(CF_SESSIONS)?, u64_key(*id));
+            let events = ov.commit(batch)?;
+            Ok((TxnOutcome::SessionClosed(Ok(deleted)), events))
+        }
+        Txn::Reap { candidates } => {
+            let mut paths = Vec::new();
+            for cand in candidates {
+                if cand.path == "/"
+                    || validate_path(&cand.path, store.config.max_path_bytes).is_err()
+                {
+                    continue;
+                }
+                if let Some(rec) = ov.node(&cand.path)? {
+                    let due = rec.due_ms().is_some_and(|d| d <= entry.time_ms);
+                    if due && rec.stat.czxid == cand.czxid {
+                        ov.remove(&cand.path, &rec)?;
+                        paths.push(cand.path.clone());
+                    }
+                }
+            }
+            let events = ov.commit(batch)?;
+            Ok((TxnOutcome::Reaped { paths }, events))
+        }
+        Txn::Noop => Ok((TxnOutcome::Noop, Vec::new())),
+    }
+}
+
+fn check_version(path: &str, expected: i32, stat: &Stat) -> Result<(), TxnError> {
+    if expected != -1 && expected != stat.version {
+        return Err(TxnError::BadVersion {
+            path: path.to_string(),
+            expected,
+            actual: stat.version,
+        });
+    }
+    Ok(())
+}
+
+fn bad_arguments(message: &str) -> TxnError {
+    TxnError::BadArguments {
+        message: message.to_string(),
+    }
+}
+
+impl Overlay<'_> {
+    /// The node at `path` as earlier ops of this entry left it.
+    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, StoreError> {
+        if let Some(slot) = self.nodes.get(path) {
+            return Ok(slot.after.clone());
+        }
+        let rec = self.store.read_node(path)?;
+        self.nodes.insert(
+            path.to_string(),
+            Slot {
+                before: rec.clone(),
+                after: rec.clone(),
+                dirty: false,
+            },
+        );
+        Ok(rec)
+    }
+
+    /// Replaces the node at `path`, which must have been read with [`Self::node`].
+    fn put(&mut self, path: &str, rec: Option<NodeRecord>) {
+        match self.nodes.get_mut(path) {
+            Some(slot) => {
+                slot.after = rec;
+                slot.dirty = true;
+            }
+            None => unreachable!("overlay write before read of {path}"),
+        }
+    }
+
+    fn event(&mut self, path: &str, kind: ChangeKind) {
+        self.events.push(ChangeEvent {
+            zxid: self.zxid,
+            path: path.to_string(),
+            kind,
+        });
+    }
+
+    fn op(&mut self, op: &Op) -> Result<OpResult, Fail> {
+        match op {
+            Op::Create {
+                path,
+                data,
+                mode,
+                session,
+                ttl_ms,
+            } => self.create(path, data, *mode, *session, *ttl_ms),
+            Op::Set {
+                path,
+                data,
+                version,
+            } => self.set(path, data, *version),
+            Op::Delete { path, version } => self.delete(path, *version),
+            Op::Check { path, version } => {
+                validate_path(path, self.store.config.max_path_bytes)?;
+                let rec = self
+                    .node(path)?
+                    .ok_or_else(|| TxnError::NoNode { path: path.clone() })?;
+                check_version(path, *version, &rec.stat)?;
+                Ok(OpResult::Checked { path: path.clone() })
+            }
+        }
+    }
+
+    fn check_data(&self, data: &Bytes) -> Result<(), TxnError> {
+        let limit = self.store.config.max_data_bytes;
+        if data.len() > limit {
+            return Err(TxnError::TooLarge {
+                size: data.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        path: &str,
+        data: &Bytes,
+        mode: NodeMode,
+        session: SessionId,
+        ttl_ms: Option<u64>,
+    ) -> Result<OpResult, Fail> {
+        match (mode.is_ttl(), ttl_ms) {
+            (true, None) => return Err(bad_arguments("ttl modes need ttl_ms").into()),
+            (true, Some(0)) => return Err(bad_arguments("ttl_ms must be above 0").into()),
+            (false, Some(_)) => return Err(bad_arguments("ttl_ms is only for ttl modes").into()),
+            _ => {}
+        }
+        if mode.is_ephemeral() && session == 0 {
+            return Err(bad_arguments("ephemeral nodes need a session").into());
+        }
+        // A sequential path gets a 10-character suffix: validate the final shape.
+        let shape = if mode.is_sequential() {
+            format!("{path}0000000000")
+        } else {
+            path.to_string()
+        };
+        validate_path(&shape, self.store.config.max_path_bytes)?;
+        self.check_data(data)?;
+        if mode.is_ephemeral() && !self.store.session_exists(session)? {
+            return Err(TxnError::SessionExpired { id: session }.into());
+        }
+        let Some((parent, _)) = split_parent(&shape) else {
+            return Err(TxnError::NodeExists {
+                path: "/".to_string(),
+            }
+            .into());
+        };
+        let parent = parent.to_string();
+        let mut parent_rec = self.node(&parent)?.ok_or_else(|| TxnError::NoNode {
+            path: parent.clone(),
+        })?;
+        let path = if mode.is_sequential() {
+            format!("{path}{:010}", parent_rec.stat.cversion)
+        } else {
+            shape
+        };
+        if self.node(&path)?.is_some() {
+            return Err(TxnError::NodeExists { path }.into());
+        }
+        if parent_rec.mode.is_ephemeral() {
+            return Err(TxnError::NoChildrenForEphemerals { path }.into());
+        }
+        let z = self.zxid.0;
+        let stat = Stat {
+            czxid: z,
+            mzxid: z,
+            pzxid: z,
+            ctime: self.time_ms,
+            mtime: self.time_ms,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: if mode.is_ephemeral() { session } else { 0 },
+            data_length: data.len() as u32,
+            num_children: 0,
+        };
+        self.put(
+            &path,
+            Some(NodeRecord {
+                stat,
+                mode,
+                ttl_ms,
+                data: data.clone(),
+            }),
+        );
+        parent_rec.stat.cversion = parent_rec.stat.cversion.wrapping_add(1);
+        parent_rec.stat.pzxid = z;
+        parent_rec.stat.num_children += 1;
+        self.put(&parent, Some(parent_rec));
+        self.event(&path, ChangeKind::Created);
+        self.event(&parent, ChangeKind::ChildrenChanged);
+        Ok(OpResult::Created { path, stat })
+    }
+
+    fn set(&mut self, path: &str, data: &Bytes, version: i32) -> Result<OpResult, Fail> {
+        validate_path(path, self.store.config.max_path_bytes)?;
+        self.check_data(data)?;
+        let mut rec = self.node(path)?.ok_or_else(|| TxnError::NoNode {
+            path: path.to_string(),
+        })?;
+        check_version(path, version, &rec.stat)?;
+        rec.stat.version = rec.stat.version.wrapping_add(1);
+        rec.stat.mzxid = self.zxid.0;
+        rec.stat.mtime = self.time_ms;
+        rec.stat.data_length = data.len() as u32;
+        rec.data = data.clone();
+        let stat = rec.stat;
+        self.put(path, Some(rec));
+        self.event(path, ChangeKind::DataChanged);
+        Ok(OpResult::Set {
+            path: path.to_string(),
+            stat,
+        })
+    }
+
+    fn delete(&mut self, path: &str, version: i32) -> Result<OpResult, Fail> {
+        validate_path(path, self.store.config.max_path_bytes)?;
+        if path == "/" {
+            return Err(bad_arguments("the root cannot be deleted").into());
+        }
+        let rec = self.node(path)?.ok_or_else(|| TxnError::NoNode {
+            path: path.to_string(),
+        })?;
+        check_version(path, version, &rec.stat)?;
+        if rec.stat.num_children > 0 {
+            return Err(TxnError::NotEmpty {
+                path: path.to_string(),
+            }
+            .into());
+        }
+        self.remove(path, &rec)?;
+        Ok(OpResult::Deleted {
+            path: path.to_string(),
+        })
+    }
+
+    /// Deletes the childless node `rec` at `path` and updates its parent.
+    fn remove(&mut self, path: &str, rec: &NodeRecord) -> Result<(), StoreError> {
+        assert_eq!(
+            rec.stat.num_children, 0,
+            "removing {path}, which has children"
+        );
+        let Some((parent, _)) = split_parent(path) else {
+            unreachable!("removing the root");
+        };
+        let parent = parent.to_string();
+        let mut parent_rec = self.node(&parent)?.ok_or_else(|| StoreError::Corrupt {
+            what: "node tree",
+            detail: format!("{path} exists but its parent does not"),
+        })?;
+        self.put(path, None);
+        parent_rec.stat.cversion = parent_rec.stat.cversion.wrapping_add(1);
+        parent_rec.stat.pzxid = self.zxid.0;
+        parent_rec.stat.num_children = parent_rec.stat.num_children.saturating_sub(1);
+        self.put(&parent, Some(parent_rec));
+        self.event(path, ChangeKind::Deleted);
+        self.event(&parent, ChangeKind::ChildrenChanged);
+        Ok(())
+    }
+
+    /// Writes every changed node and the index entries derived from it.
+    fn commit(self, batch: &mut WriteBatch) -> Result<Vec<ChangeEvent>, StoreError> {
+        let nodes_cf = self.store.cf(CF_NODES)?;
+        let eph_cf = self.store.cf(CF_EPHEMERALS)?;
+        let reap_cf = self.store.cf(CF_REAP)?;
+        for (path, slot) in &self.nodes {
+            if !slot.dirty {
+                continue;
+            }
+            let key = node_key(path);
+            match &slot.after {
+                Some(rec) => batch.put_cf(nodes_cf, &key, rec.encode()),
+                None => batch.delete_cf(nodes_cf, &key),
+            }
+            let owner = |r: &Option<NodeRecord>| r.as_ref().map_or(0, |r| r.stat.ephemeral_owner);
+            let (old_owner, new_owner) = (owner(&slot.before), owner(&slot.after));
+            if old_owner != new_owner {
+                if old_owner != 0 {
+                    batch.delete_cf(eph_cf, ephemeral_key(old_owner, path));
+                }
+                if new_owner != 0 {
+                    batch.put_cf(eph_cf, ephemeral_key(new_owner, path), []);
+                }
+            }
+            let old_due = slot.before.as_ref().and_then(NodeRecord::due_ms);
+            let new_due = slot.after.as_ref().and_then(NodeRecord::due_ms);
+            if let Some(due) = old_due {
+                if old_due != new_due {
+                    batch.delete_cf(reap_cf, reap_key(due, path));
+                }
+            }
+            if let (Some(due), Some(rec)) = (new_due, &slot.after) {
+                batch.put_cf(reap_cf, reap_key(due, path), u64_key(rec.stat.czxid));
+            }
+        }
+        Ok(self.events)
+    }
+}
