@@ -154,7 +154,11 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedReport {
         ticks: w.now,
         faults: w.counts.clone(),
         committed: w.checker.prefix.global().len(),
-        recovery_ticks: if w.failure.is_none() { w.now.saturating_sub(w.heal_tick) } else { 0 },
+        recovery_ticks: if w.failure.is_none() {
+            w.now.saturating_sub(w.heal_tick)
+        } else {
+            0
+        },
         trace_hash: w.hasher.finish(),
         trace: std::mem::take(&mut w.trace),
         failure: w.failure.take(),
