@@ -178,4 +178,53 @@ mod tests {
         assert_eq!(log.last(), Zxid::new(1, 2));
         assert!(log.truncate(Zxid::ZERO).is_err());
     }
+
+    proptest::proptest! {
+        /// MemLog answers every LogReader query like a plain list of zxids
+        /// (the reference model), across appends, truncations and compactions.
+        #[test]
+        fn mem_log_matches_a_plain_model(ops in proptest::collection::vec((0u8..3, 1u32..4, 0u32..6), 1..40),
+                                         probe in (0u32..6, 0u32..8)) {
+            let mut log = MemLog::new();
+            let mut model: Vec<Zxid> = Vec::new();
+            let mut base = Zxid::ZERO;
+            for (op, epoch_step, n) in ops {
+                let last = model.last().copied().unwrap_or(base);
+                match op {
+                    0 => {
+                        let epoch = last.epoch() + epoch_step - 1;
+                        let start = if epoch == last.epoch() { last.counter() } else { 0 };
+                        let new: Vec<Entry> = (1..=n).map(|i| e(epoch.max(1), start + i)).collect();
+                        if log.append(&new).is_ok() {
+                            model.extend(new.iter().map(|x| x.zxid));
+                        }
+                    }
+                    1 => {
+                        let to = model.get(n as usize).copied().unwrap_or(last);
+                        log.truncate(to).unwrap();
+                        model.retain(|z| *z <= to);
+                    }
+                    _ => {
+                        if let Some(upto) = model.get(n as usize).copied() {
+                            log.compact(upto);
+                            model.retain(|z| *z > upto);
+                            base = upto;
+                        }
+                    }
+                }
+            }
+            let x = Zxid::new(probe.0, probe.1);
+            proptest::prop_assert_eq!(log.last(), model.last().copied().unwrap_or(base));
+            proptest::prop_assert_eq!(log.contains(x).unwrap(), model.contains(&x));
+            let floor = if x < base { None } else { Some(model.iter().copied().filter(|z| *z <= x).max().unwrap_or(base)) };
+            proptest::prop_assert_eq!(log.floor(x).unwrap(), floor);
+            if x >= base {
+                let after: Vec<Zxid> = log.entries_after(x, 3).unwrap().iter().map(|en| en.zxid).collect();
+                let want: Vec<Zxid> = model.iter().copied().filter(|z| *z > x).take(3).collect();
+                proptest::prop_assert_eq!(after, want);
+            } else {
+                proptest::prop_assert!(log.entries_after(x, 3).is_err());
+            }
+        }
+    }
 }
