@@ -46,4 +46,12 @@ fn seeds_the_simulator_once_failed_on_now_pass() {
             r.reproduce_command()
         );
     }
+    // 351662: a dropped FOLLOWERINFO made two leaders alternate for ~900 ticks.
+    let r = run_seed(351_662, &SimOptions::default());
+    assert!(r.failure.is_none(), "{:?}", r.failure);
+    assert!(
+        r.recovery_ticks < 200,
+        "seed 351662 recovered in {} ticks",
+        r.recovery_ticks
+    );
 }

@@ -58,6 +58,7 @@ struct Totals {
     ticks: u64,
     committed: u64,
     max_recovery_ticks: u64,
+    slowest_seed: u64,
     faults: FaultCounts,
     failures: Vec<SeedReport>,
 }
@@ -98,8 +99,16 @@ fn main() -> ExitCode {
                     }
                     local.ticks += r.ticks;
                     local.committed += r.committed as u64;
-                    local.max_recovery_ticks = local.max_recovery_ticks.max(r.recovery_ticks);
+                    if r.recovery_ticks > local.max_recovery_ticks {
+                        local.max_recovery_ticks = r.recovery_ticks;
+                        local.slowest_seed = r.seed;
+                    }
                     local.faults.add(&r.faults);
+                    if opts.trace && r.failure.is_none() {
+                        for line in &r.trace {
+                            println!("{line}");
+                        }
+                    }
                     if r.failure.is_some() {
                         stop.store(true, Ordering::Relaxed);
                         local.failures.push(r);
@@ -138,8 +147,8 @@ fn main() -> ExitCode {
     );
     println!("faults injected: {}", t.faults);
     println!(
-        "slowest recovery: {} ticks from healing to a committed marker on every member and full convergence (bound {})",
-        t.max_recovery_ticks, opts.liveness_bound_ticks
+        "slowest recovery: {} ticks (seed {}) from healing to a committed marker on every member and full convergence (bound {})",
+        t.max_recovery_ticks, t.slowest_seed, opts.liveness_bound_ticks
     );
     if t.failures.is_empty() {
         println!("result: OK (no invariant violation, no liveness failure)");
@@ -170,7 +179,10 @@ fn flush(totals: &Mutex<Totals>, local: &mut Totals) {
     t.five += local.five;
     t.ticks += local.ticks;
     t.committed += local.committed;
-    t.max_recovery_ticks = t.max_recovery_ticks.max(local.max_recovery_ticks);
+    if local.max_recovery_ticks > t.max_recovery_ticks {
+        t.max_recovery_ticks = local.max_recovery_ticks;
+        t.slowest_seed = local.slowest_seed;
+    }
     t.faults.add(&local.faults);
     t.failures.append(&mut local.failures);
     *local = Totals::default();

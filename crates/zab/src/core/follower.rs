@@ -29,6 +29,9 @@ pub(crate) struct FollowerState {
     phase: FollowerPhase,
     started: u64,
     last_heard: u64,
+    /// While waiting for LEADERINFO, re-send FOLLOWERINFO at this tick (the
+    /// first copy may reach the leader before it decided it leads).
+    next_info: u64,
     timeout: u64,
     pub awaiting_snapshot: bool,
     /// The NEWLEADER zxid, once NEWLEADER was received.
@@ -62,6 +65,7 @@ impl Core {
             phase: FollowerPhase::AwaitLeaderInfo,
             started: self.now,
             last_heard: self.now,
+            next_info: self.now + self.cfg.notification_resend_ticks,
             timeout,
             awaiting_snapshot: false,
             newleader: None,
@@ -340,12 +344,26 @@ impl Core {
     pub(super) fn follower_tick(&mut self) {
         let now = self.now;
         let sync_timeout = self.cfg.sync_timeout_ticks;
+        let resend = self.cfg.notification_resend_ticks;
         let Some(f) = self.fl() else { return };
         let syncing =
             f.phase != FollowerPhase::Broadcast && now.saturating_sub(f.started) > sync_timeout;
         let silent = now.saturating_sub(f.last_heard) > f.timeout;
         if syncing || silent {
             self.abandon_leader();
+            return;
+        }
+        if f.phase == FollowerPhase::AwaitLeaderInfo && now >= f.next_info {
+            f.next_info = now + resend;
+            let leader = f.leader;
+            let (accepted_epoch, last_zxid) = (self.accepted_epoch, self.last_zxid);
+            self.send(
+                leader,
+                Message::FollowerInfo {
+                    accepted_epoch,
+                    last_zxid,
+                },
+            );
             return;
         }
         let expired: Vec<u64> = f

@@ -1004,3 +1004,31 @@ fn leader_steps_down_for_a_member_that_promised_a_later_epoch() {
         .unwrap();
     assert_eq!(a[0], Action::PersistAcceptedEpoch { epoch: 10 });
 }
+
+#[test]
+fn follower_resends_followerinfo_until_the_leader_answers() {
+    // Seed 351662: FOLLOWERINFO reached the chosen leader one tick before it
+    // finished its own finalize wait; it was dropped and the election
+    // alternated between two leaders for ~900 ticks.
+    let log = MemLog::new();
+    let mut c = follower_of_1(2, 0, 0, &log);
+    let mut resent = 0;
+    for _ in 0..Config::default().notification_resend_ticks * 2 {
+        let a = c.tick(&log).unwrap();
+        resent += sends(&a)
+            .iter()
+            .filter(|(to, m)| *to == 1 && matches!(m, Message::FollowerInfo { .. }))
+            .count();
+    }
+    assert!(
+        resent >= 1,
+        "FOLLOWERINFO must be re-sent while LEADERINFO is missing"
+    );
+    c.step(&log, 1, Message::LeaderInfo { epoch: 1 }).unwrap();
+    for _ in 0..Config::default().notification_resend_ticks * 2 {
+        let a = c.tick(&log).unwrap();
+        assert!(!sends(&a)
+            .iter()
+            .any(|(_, m)| matches!(m, Message::FollowerInfo { .. })));
+    }
+}
