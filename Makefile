@@ -38,5 +38,18 @@ fmt:
 sim:
 	$(CARGO) run --release -j$(JOBS) -p keeper-zab --bin zab-sim -- --seeds $(SEEDS) --seed-start $(SEED_START)
 
+## bench: fresh 3-member cluster (fsync on), set/get/lget at 1/16/64 clients, one table
+## (falls back to a standalone member, loudly, when no leader is elected). See scripts/bench.sh.
+bench: deps
+	./scripts/bench.sh
+
+## cluster: start a local 3-member cluster (client ports 7181-7183, state in ./.cluster).
+cluster: deps
+	./scripts/cluster.sh start
+
+## cluster-stop: stop the members started by `make cluster` (by their PID files).
+cluster-stop:
+	./scripts/cluster.sh stop
+
 clean:
 	$(CARGO) clean
