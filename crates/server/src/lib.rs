@@ -1,1 +1,26 @@
-//! `keeper-server`: the tokio driver, sessions, watches and the HTTP API.
+//! `keeper-server`: the tokio driver, sessions and the HTTP API of Keeper.
+//!
+//! Follow a write through the files:
+//! [`http`] (request -> `Txn`) -> [`proposer`] (the one write path's trait) ->
+//! [`standalone`] (group-committed log append, zxid stamping) -> [`applier`]
+//! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
+//! Around it: [`sessions`] (expiry tracking, create/close through the write
+//! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
+//! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
+
+pub mod applier;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod proposer;
+pub mod reaper;
+pub mod sessions;
+pub mod standalone;
+
+pub use config::{Config, ConfigError, PeerSpec};
+pub use error::{ApiError, ErrorCode};
+pub use http::{app, AppState};
+pub use node::{run, Node, ServerError};
+pub use proposer::{ClusterStatus, ProposeError, Proposer, Role};

@@ -1,0 +1,233 @@
+//! The applier: the one place committed entries reach the znode store.
+//!
+//! Data flow: a proposer (standalone log writer, or the ZAB driver) commits
+//! entries and sends them, in zxid order, as [`Committed`] batches to
+//! [`ApplierInput`]. A dedicated thread calls `Store::apply` for each entry,
+//! then, in this order: advances the applied-zxid `watch` (which
+//! `X-Keeper-Min-Zxid` waits and read barriers observe), publishes the entry's
+//! [`ChangeEvent`]s on a bounded broadcast channel (the seam for watches), and
+//! answers the waiting request (if this member took it) with its [`Applied`].
+//! Because the watch moves before the answer, a client's next request on this
+//! member sees its own write.
+//!
+//! At startup, [`Applier::start`] first replays every logged entry above
+//! `last_applied` (entries that were durable but not applied at a crash),
+//! before anything is served.
+
+use crate::proposer::ProposeError;
+use keeper_store::{Applied, ChangeEvent, Entry, Store, StoreError};
+use keeper_zab::Zxid;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Where the answer for a proposed txn goes once it is applied.
+pub type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
+
+/// A committed entry on its way to the store.
+#[derive(Debug)]
+pub struct Committed {
+    pub zxid: Zxid,
+    pub entry: Entry,
+    /// The waiting request, if this member took it.
+    pub reply: Option<Reply>,
+}
+
+/// Entries read from the log per step of the startup replay.
+const REPLAY_CHUNK_ENTRIES: usize = 1024;
+
+/// Options of the applier. Every bound has a name.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplierOptions {
+    /// Committed batches queued for the apply thread before senders wait.
+    pub queue_batches: usize,
+    /// Change events buffered for slow subscribers before they lag.
+    pub event_channel_capacity: usize,
+}
+
+/// The sending side: the proposer's handle for committed batches.
+/// When every `ApplierInput` is dropped, the apply thread drains and exits.
+#[derive(Clone)]
+pub struct ApplierInput {
+    tx: mpsc::Sender<Vec<Committed>>,
+}
+
+impl ApplierInput {
+    /// Queues a committed batch (ascending zxids, continuing the previous
+    /// batch) from a blocking thread. On failure, the batch's waiters are
+    /// answered `Unavailable` (the applier is gone: shutting down).
+    pub fn blocking_submit(&self, batch: Vec<Committed>) {
+        if let Err(mpsc::error::SendError(batch)) = self.tx.blocking_send(batch) {
+            fail_all(batch, ProposeError::Unavailable("applier stopped".into()));
+        }
+    }
+
+    /// Queues a committed batch from async code (see [`Self::blocking_submit`]).
+    pub async fn submit(&self, batch: Vec<Committed>) {
+        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch).await {
+            fail_all(batch, ProposeError::Unavailable("applier stopped".into()));
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Committed>, error: ProposeError) {
+    for c in batch {
+        if let Some(reply) = c.reply {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// The reading side: what readers (HTTP, watches, barriers) observe. Cheap to clone.
+#[derive(Clone)]
+pub struct AppliedView {
+    applied: watch::Receiver<Zxid>,
+    events: broadcast::Sender<ChangeEvent>,
+    failed: Arc<AtomicBool>,
+}
+
+/// The applied zxid was not reached in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("zxid {wanted} not applied within the wait (applied: {applied})")]
+pub struct WaitTimeout {
+    pub wanted: Zxid,
+    pub applied: Zxid,
+}
+
+impl AppliedView {
+    /// The zxid of the last entry applied on this member.
+    pub fn applied_zxid(&self) -> Zxid {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that changes whenever the applied zxid advances.
+    pub fn watch_applied(&self) -> watch::Receiver<Zxid> {
+        self.applied.clone()
+    }
+
+    /// Subscribes to the change events of entries applied from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.events.subscribe()
+    }
+
+    /// True once applying failed (storage broken): nothing will be applied any more.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `zxid` is applied, at most `timeout`; returns the applied zxid.
+    pub async fn wait_for(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, WaitTimeout> {
+        let mut rx = self.applied.clone();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= zxid)).await;
+        match waited {
+            Ok(Ok(applied)) => Ok(*applied),
+            // Sender gone (shut down) or the deadline passed.
+            _ => Err(WaitTimeout {
+                wanted: zxid,
+                applied: self.applied_zxid(),
+            }),
+        }
+    }
+}
+
+/// A started applier: its input, its view, and the thread to join at shutdown.
+pub struct Applier {
+    pub input: ApplierInput,
+    pub view: AppliedView,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+impl Applier {
+    /// Replays the log above `last_applied` into the store (blocking), then
+    /// starts the apply thread. Call from a blocking context.
+    pub fn start(store: Arc<Store>, options: ApplierOptions) -> Result<Applier, StoreError> {
+        let replayed = replay(&store)?;
+        if replayed > 0 {
+            tracing::info!(replayed, applied = %store.last_applied(), "replayed log entries");
+        }
+        let (applied_tx, applied_rx) = watch::channel(store.last_applied());
+        let (events, _) = broadcast::channel(options.event_channel_capacity.max(1));
+        let (tx, rx) = mpsc::channel(options.queue_batches.max(1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let view = AppliedView {
+            applied: applied_rx,
+            events: events.clone(),
+            failed: failed.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("keeper-applier".into())
+            .spawn(move || apply_loop(store, rx, applied_tx, events, failed))?;
+        Ok(Applier {
+            input: ApplierInput { tx },
+            view,
+            thread,
+        })
+    }
+}
+
+/// Applies every logged entry above `last_applied`; returns how many.
+fn replay(store: &Store) -> Result<usize, StoreError> {
+    let mut count = 0;
+    loop {
+        let after = store.last_applied();
+        let chunk = store.read_log(after, REPLAY_CHUNK_ENTRIES)?;
+        if chunk.is_empty() {
+            return Ok(count);
+        }
+        for (zxid, bytes) in chunk {
+            let entry = Entry::decode(&bytes)?;
+            store.apply(zxid, &entry)?;
+            count += 1;
+        }
+    }
+}
+
+fn apply_loop(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Vec<Committed>>,
+    applied_tx: watch::Sender<Zxid>,
+    events: broadcast::Sender<ChangeEvent>,
+    failed: Arc<AtomicBool>,
+) {
+    let mut last = store.last_applied();
+    while let Some(batch) = rx.blocking_recv() {
+        for committed in batch {
+            if failed.load(Ordering::Acquire) {
+                fail_one(committed, "an earlier apply failed");
+                continue;
+            }
+            if committed.zxid <= last {
+                // A proposer bug: entries must arrive once, in zxid order.
+                tracing::error!(zxid = %committed.zxid, last = %last, "entry out of order; not applied");
+                fail_one(committed, "entry out of zxid order");
+                continue;
+            }
+            match store.apply(committed.zxid, &committed.entry) {
+                Ok(applied) => {
+                    last = committed.zxid;
+                    applied_tx.send_replace(last);
+                    for event in &applied.events {
+                        // No subscribers is fine; lagging ones see `Lagged`.
+                        let _ = events.send(event.clone());
+                    }
+                    if let Some(reply) = committed.reply {
+                        let _ = reply.send(Ok(applied));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(zxid = %committed.zxid, error = %e, "apply failed; storage is broken");
+                    failed.store(true, Ordering::Release);
+                    fail_one(committed, &e.to_string());
+                }
+            }
+        }
+    }
+    tracing::debug!(applied = %last, "applier stopped");
+}
+
+fn fail_one(committed: Committed, why: &str) {
+    if let Some(reply) = committed.reply {
+        let _ = reply.send(Err(ProposeError::Storage(why.to_string())));
+    }
+}

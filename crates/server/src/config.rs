@@ -1,0 +1,313 @@
+//! Server configuration: every address, directory and bound the server uses.
+//!
+//! The binary (`main.rs`) builds a [`Config`] from defaults, an optional TOML
+//! file, `KEEPER_*` environment variables and command-line flags (in rising
+//! precedence), then calls [`Config::validate`] before anything starts. The
+//! rest of the server only ever sees a validated `Config`; it knows nothing
+//! about clap or the environment.
+
+use keeper_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// One member of the ensemble as given by `--peers`: `id=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// The member's id (`--id` on that member), at least 1.
+    pub id: u64,
+    /// The member's peer address, `HOST:PORT`.
+    pub addr: String,
+}
+
+impl PeerSpec {
+    /// Parses a comma-separated list `1=HOST:PORT,2=HOST:PORT,...`.
+    pub fn parse_list(list: &str) -> Result<Vec<PeerSpec>, ConfigError> {
+        let mut peers = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (id, addr) = item.split_once('=').ok_or_else(|| {
+                ConfigError(format!("peer {item:?} is not of the form ID=HOST:PORT"))
+            })?;
+            let id = id
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| ConfigError(format!("peer id {id:?} in {item:?}: {e}")))?;
+            peers.push(PeerSpec {
+                id,
+                addr: addr.trim().to_string(),
+            });
+        }
+        Ok(peers)
+    }
+}
+
+/// Everything the server needs to run. `Default` gives a working standalone
+/// server on 127.0.0.1:7181 storing into `./data`.
+///
+/// Units are the last part of each name: `_ms` milliseconds, `_bytes` bytes;
+/// counts have no suffix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of this member's RocksDB (created if missing).
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on, `HOST:PORT`.
+    pub client_addr: String,
+    /// This member's id in the ensemble (>= 1). Ignored when `peers` is empty.
+    pub id: u64,
+    /// Address the peer (ZAB) transport listens on, `HOST:PORT`. Ignored when `peers` is empty.
+    pub peer_addr: String,
+    /// All members of the ensemble, this one included. Empty: standalone.
+    pub peers: Vec<PeerSpec>,
+
+    /// Largest HTTP request body accepted, in bytes (413 TooLarge above).
+    pub max_request_bytes: usize,
+    /// Largest znode data accepted, in bytes.
+    pub max_data_bytes: usize,
+    /// Longest znode path accepted, in bytes.
+    pub max_path_bytes: usize,
+    /// Largest page of children one listing returns (also the default `limit`).
+    pub max_children_page: usize,
+    /// Most operations in one `/v1/txn` multi.
+    pub max_ops_per_txn: usize,
+    /// Proposals waiting for the log writer before `propose` waits for room.
+    pub max_inflight_proposals: usize,
+    /// Most entries appended (and fsynced) together in one group commit.
+    pub max_batch_entries: usize,
+    /// HTTP requests served at the same time; further requests wait.
+    pub max_concurrent_requests: usize,
+    /// Longest time one HTTP request may take, in ms (504 Timeout after).
+    pub request_timeout_ms: u64,
+    /// Longest wait for `X-Keeper-Min-Zxid` to be applied, in ms (504 Timeout after).
+    pub min_zxid_wait_ms: u64,
+    /// Smallest session timeout granted, in ms (requests are clamped up to it).
+    pub min_session_timeout_ms: u64,
+    /// Largest session timeout granted, in ms (requests are clamped down to it).
+    pub max_session_timeout_ms: u64,
+    /// How often expired sessions are looked for and closed, in ms.
+    pub session_tick_ms: u64,
+    /// How often empty containers and expired ttl nodes are looked for, in ms.
+    pub reap_interval_ms: u64,
+    /// Most nodes deleted by one reap transaction.
+    pub max_reap_batch: usize,
+    /// Change events buffered for slow watch consumers before they lag.
+    pub event_channel_capacity: usize,
+    /// After a shutdown signal, how long in-flight requests may take to finish, in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let store = StoreConfig::default();
+        Config {
+            data_dir: PathBuf::from("./data"),
+            client_addr: "127.0.0.1:7181".to_string(),
+            id: 1,
+            peer_addr: "127.0.0.1:7888".to_string(),
+            peers: Vec::new(),
+            max_request_bytes: 4 << 20,
+            max_data_bytes: store.max_data_bytes,
+            max_path_bytes: store.max_path_bytes,
+            max_children_page: store.max_children_page,
+            max_ops_per_txn: 1000,
+            max_inflight_proposals: 10_000,
+            max_batch_entries: 1000,
+            max_concurrent_requests: 1024,
+            request_timeout_ms: 30_000,
+            min_zxid_wait_ms: 5_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 60_000,
+            session_tick_ms: 200,
+            reap_interval_ms: 1_000,
+            max_reap_batch: 1_000,
+            event_channel_capacity: 4_096,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Checks that `addr` looks like `HOST:PORT` with a numeric port.
+fn validate_host_port(name: &str, addr: &str) -> Result<(), ConfigError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError(format!("{name} {addr:?} is not HOST:PORT")))?;
+    if host.is_empty() {
+        return Err(ConfigError(format!("{name} {addr:?} has an empty host")));
+    }
+    port.parse::<u16>()
+        .map_err(|e| ConfigError(format!("{name} {addr:?} has a bad port: {e}")))?;
+    Ok(())
+}
+
+impl Config {
+    /// Parses a TOML config file's contents (every key optional, unknown keys refused).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))
+    }
+
+    /// Renders the configuration as TOML (what `keeper print-config` shows).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError(format!("rendering config: {e}")))
+    }
+
+    /// True when this member runs alone (no `--peers`).
+    pub fn is_standalone(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Checks every field and their relations; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("data_dir is empty".into()));
+        }
+        validate_host_port("client_addr", &self.client_addr)?;
+        validate_host_port("peer_addr", &self.peer_addr)?;
+        if self.id == 0 {
+            return Err(ConfigError("id must be at least 1".into()));
+        }
+        if !self.peers.is_empty() {
+            let mut ids = std::collections::BTreeSet::new();
+            for peer in &self.peers {
+                if peer.id == 0 {
+                    return Err(ConfigError("peer ids must be at least 1".into()));
+                }
+                if !ids.insert(peer.id) {
+                    return Err(ConfigError(format!("peer id {} listed twice", peer.id)));
+                }
+                validate_host_port(&format!("peer {}", peer.id), &peer.addr)?;
+            }
+            if !ids.contains(&self.id) {
+                return Err(ConfigError(format!(
+                    "id {} is not among the peers {:?}",
+                    self.id, ids
+                )));
+            }
+        }
+        let positive = [
+            ("max_request_bytes", self.max_request_bytes as u64),
+            ("max_data_bytes", self.max_data_bytes as u64),
+            ("max_path_bytes", self.max_path_bytes as u64),
+            ("max_children_page", self.max_children_page as u64),
+            ("max_ops_per_txn", self.max_ops_per_txn as u64),
+            ("max_inflight_proposals", self.max_inflight_proposals as u64),
+            ("max_batch_entries", self.max_batch_entries as u64),
+            ("max_concurrent_requests", self.max_concurrent_requests as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("min_zxid_wait_ms", self.min_zxid_wait_ms),
+            ("min_session_timeout_ms", self.min_session_timeout_ms),
+            ("max_session_timeout_ms", self.max_session_timeout_ms),
+            ("session_tick_ms", self.session_tick_ms),
+            ("reap_interval_ms", self.reap_interval_ms),
+            ("max_reap_batch", self.max_reap_batch as u64),
+            ("event_channel_capacity", self.event_channel_capacity as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "min_session_timeout_ms ({}) is above max_session_timeout_ms ({})",
+                self.min_session_timeout_ms, self.max_session_timeout_ms
+            )));
+        }
+        if self.max_data_bytes > self.max_request_bytes {
+            return Err(ConfigError(format!(
+                "max_data_bytes ({}) is above max_request_bytes ({}): such data could never be sent",
+                self.max_data_bytes, self.max_request_bytes
+            )));
+        }
+        if self.max_data_bytes > u32::MAX as usize {
+            return Err(ConfigError("max_data_bytes must fit in u32".into()));
+        }
+        Ok(())
+    }
+
+    /// The store options implied by this configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            max_data_bytes: self.max_data_bytes,
+            max_path_bytes: self.max_path_bytes,
+            max_children_page: self.max_children_page,
+            sync_log: true,
+        }
+    }
+
+    /// Clamps a requested session timeout into `[min, max]_session_timeout_ms`.
+    pub fn clamp_session_timeout_ms(&self, requested_ms: u64) -> u64 {
+        requested_ms.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_standalone() {
+        let c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.is_standalone());
+        assert_eq!(c.client_addr, "127.0.0.1:7181");
+        assert_eq!(c.peer_addr, "127.0.0.1:7888");
+    }
+
+    #[test]
+    fn toml_round_trips_and_rejects_unknown_keys() {
+        let mut c = Config::default();
+        c.max_data_bytes = 1234;
+        c.peers = PeerSpec::parse_list("1=a:1,2=b:2").unwrap();
+        let text = c.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
+        assert!(Config::from_toml("max_dta_bytes = 3").is_err());
+        let partial = Config::from_toml("session_tick_ms = 50").unwrap();
+        assert_eq!(partial.session_tick_ms, 50);
+        assert_eq!(partial.max_data_bytes, Config::default().max_data_bytes);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let bad: Vec<Box<dyn Fn(&mut Config)>> = vec![
+            Box::new(|c| c.client_addr = "nohost".into()),
+            Box::new(|c| c.client_addr = "h:99999".into()),
+            Box::new(|c| c.peer_addr = ":80".into()),
+            Box::new(|c| c.id = 0),
+            Box::new(|c| c.max_batch_entries = 0),
+            Box::new(|c| c.session_tick_ms = 0),
+            Box::new(|c| c.min_session_timeout_ms = c.max_session_timeout_ms + 1),
+            Box::new(|c| c.max_data_bytes = c.max_request_bytes + 1),
+            Box::new(|c| c.peers = PeerSpec::parse_list("2=a:1,3=b:2").unwrap()),
+            Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,1=b:2").unwrap()),
+            Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,2=b").unwrap()),
+        ];
+        for (i, mutate) in bad.iter().enumerate() {
+            let mut c = Config::default();
+            mutate(&mut c);
+            assert!(c.validate().is_err(), "case {i} should be refused: {c:?}");
+        }
+    }
+
+    #[test]
+    fn peer_list_parses_and_reports_garbage() {
+        let peers = PeerSpec::parse_list("1=127.0.0.1:7888, 2=host:7889").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[1].id, 2);
+        assert_eq!(peers[1].addr, "host:7889");
+        assert!(PeerSpec::parse_list("x=a:1").is_err());
+        assert!(PeerSpec::parse_list("1:a:1").is_err());
+    }
+
+    #[test]
+    fn session_timeout_is_clamped() {
+        let c = Config::default();
+        assert_eq!(c.clamp_session_timeout_ms(1), c.min_session_timeout_ms);
+        assert_eq!(c.clamp_session_timeout_ms(u64::MAX), c.max_session_timeout_ms);
+        assert_eq!(c.clamp_session_timeout_ms(5_000), 5_000);
+    }
+}

@@ -1,0 +1,237 @@
+//! The HTTP API (axum): routes, shared state, and the layers around them.
+//!
+//! Where it sits: requests come in here; reads go straight to the store (after
+//! the read barrier for `?consistency=linearizable`), writes become a `Txn`
+//! handed to the [`Proposer`]. One module per resource: [`nodes`],
+//! [`children`], [`txn`], [`sessions`], [`cluster`] (+ `/v1/sync`),
+//! [`health`], [`metrics`].
+//!
+//! Every route is listed once in [`routes`] (method, OpenAPI path, router
+//! patterns, handler): the router is built from it, and a test compares it
+//! with `api/openapi.yaml`. Around the routes, outermost first: the zxid layer
+//! (`X-Keeper-Min-Zxid` wait, `X-Keeper-Zxid` on every response, request
+//! metrics), tracing, then timeout and the global concurrency limit (both
+//! answered in the [`ApiError`] format), then the body size limit (rejected
+//! by [`extract::JsonBody`] as `413 TooLarge`).
+
+pub mod children;
+pub mod cluster;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod nodes;
+pub mod sessions;
+pub mod txn;
+
+use crate::applier::AppliedView;
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::proposer::Proposer;
+use crate::sessions::Sessions;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use keeper_store::Store;
+use keeper_zab::Zxid;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceBuilder;
+
+/// Response header: the last zxid applied by the member that answered.
+pub const ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-zxid");
+/// Request header: wait until this member has applied at least this zxid.
+pub const MIN_ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-min-zxid");
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub proposer: Arc<dyn Proposer>,
+    pub applied: AppliedView,
+    pub sessions: Arc<Sessions>,
+    pub metrics: Arc<Metrics>,
+    /// False while starting and once shutting down (`/readyz` answers 503).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// True when `/readyz` should say ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && !self.applied.has_failed()
+            && self.proposer.status().has_leader()
+    }
+}
+
+/// One API route: what the router serves and what the OpenAPI spec documents.
+pub struct RouteSpec {
+    pub method: Method,
+    /// The path as `api/openapi.yaml` writes it.
+    pub spec_path: &'static str,
+    /// The axum patterns that serve it (the root of a znode prefix needs extra ones).
+    pub patterns: &'static [&'static str],
+}
+
+const NODE_PATTERNS: &[&str] = &["/v1/nodes", "/v1/nodes/", "/v1/nodes/{*path}"];
+const CHILDREN_PATTERNS: &[&str] = &["/v1/children", "/v1/children/", "/v1/children/{*path}"];
+
+/// The route table: every route with its handler. The only list of routes.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    fn r(
+        method: Method,
+        spec_path: &'static str,
+        patterns: &'static [&'static str],
+        handler: MethodRouter<AppState>,
+    ) -> (RouteSpec, MethodRouter<AppState>) {
+        (
+            RouteSpec {
+                method,
+                spec_path,
+                patterns,
+            },
+            handler,
+        )
+    }
+    let node = "/v1/nodes/{path}";
+    vec![
+        r(Method::POST, node, NODE_PATTERNS, on(MethodFilter::POST, nodes::create)),
+        r(Method::GET, node, NODE_PATTERNS, on(MethodFilter::GET, nodes::read)),
+        r(Method::PUT, node, NODE_PATTERNS, on(MethodFilter::PUT, nodes::set)),
+        r(Method::DELETE, node, NODE_PATTERNS, on(MethodFilter::DELETE, nodes::delete)),
+        r(
+            Method::GET,
+            "/v1/children/{path}",
+            CHILDREN_PATTERNS,
+            on(MethodFilter::GET, children::list),
+        ),
+        r(Method::POST, "/v1/txn", &["/v1/txn"], on(MethodFilter::POST, txn::multi)),
+        r(
+            Method::POST,
+            "/v1/sessions",
+            &["/v1/sessions"],
+            on(MethodFilter::POST, sessions::create),
+        ),
+        r(
+            Method::POST,
+            "/v1/sessions/{id}/keepalive",
+            &["/v1/sessions/{id}/keepalive"],
+            on(MethodFilter::POST, sessions::keepalive),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/sessions/{id}",
+            &["/v1/sessions/{id}"],
+            on(MethodFilter::DELETE, sessions::close),
+        ),
+        r(Method::POST, "/v1/sync", &["/v1/sync"], on(MethodFilter::POST, cluster::sync)),
+        r(Method::GET, "/v1/cluster", &["/v1/cluster"], on(MethodFilter::GET, cluster::status)),
+        r(Method::GET, "/healthz", &["/healthz"], on(MethodFilter::GET, health::healthz)),
+        r(Method::GET, "/readyz", &["/readyz"], on(MethodFilter::GET, health::readyz)),
+        r(Method::GET, "/metrics", &["/metrics"], on(MethodFilter::GET, metrics::render)),
+    ]
+}
+
+/// The API router over `state`, with every layer. Testable with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut router: Router<AppState> = Router::new();
+    for (spec, handler) in routes() {
+        for pattern in spec.patterns {
+            router = router.route(pattern, handler.clone());
+        }
+    }
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(limit_error))
+        .timeout(Duration::from_millis(config.request_timeout_ms))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ));
+    router
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .layer(limits)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), zxid_layer))
+        .with_state(state)
+}
+
+async fn no_such_endpoint() -> ApiError {
+    ApiError::new(ErrorCode::NoNode, "no such endpoint")
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::bad_arguments(format!("method {method} is not allowed on this endpoint"))
+}
+
+async fn limit_error(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(ErrorCode::Timeout, "request timed out")
+    } else {
+        ApiError::new(ErrorCode::Unavailable, format!("request not served: {error}"))
+    }
+}
+
+/// Waits for `X-Keeper-Min-Zxid`, runs the request, stamps `X-Keeper-Zxid`
+/// on the response (whatever it is), and counts the request.
+async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().clone();
+    let waited = match min_zxid(&request) {
+        Ok(Some(wanted)) => wait_min_zxid(&state, wanted).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let mut response = match waited {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    let zxid = state.applied.applied_zxid().0;
+    response
+        .headers_mut()
+        .insert(ZXID_HEADER, HeaderValue::from(zxid));
+    state.metrics.record_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The `X-Keeper-Min-Zxid` of a request, if any; malformed is `400 BadArguments`.
+fn min_zxid(request: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = request.headers().get(&MIN_ZXID_HEADER) else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_arguments("X-Keeper-Min-Zxid must be a decimal unsigned integer")
+        })
+}
+
+/// Waits until `wanted` is applied, at most `min_zxid_wait_ms` (`504 Timeout` after).
+async fn wait_min_zxid(state: &AppState, wanted: u64) -> Result<(), ApiError> {
+    let wait = Duration::from_millis(state.config.min_zxid_wait_ms);
+    state
+        .applied
+        .wait_for(Zxid(wanted), wait)
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::new(ErrorCode::Timeout, e.to_string()))
+}

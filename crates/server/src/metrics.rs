@@ -1,0 +1,209 @@
+//! Process metrics, rendered in the Prometheus text format by `GET /metrics`.
+//!
+//! Counters and histograms are plain atomics updated on the request path
+//! (HTTP middleware) and the write path (log writer, proposals); gauges that
+//! already live elsewhere (applied zxid, sessions) are passed in at render time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A fixed-bucket histogram (cumulative on render, as Prometheus wants).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            if let Some(c) = self.counts.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((value * 1e6).max(0.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const SECONDS_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// All metrics of one server process.
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Txns handed to the log writer.
+    pub proposals: AtomicU64,
+    /// Txns that failed to commit (unavailable or storage failure).
+    pub proposal_failures: AtomicU64,
+    /// Entries per group commit.
+    pub batch_entries: Histogram,
+    /// Time of one `append_log` (write + fsync), in seconds.
+    pub append_seconds: Histogram,
+    /// Time of one HTTP request, in seconds.
+    pub request_seconds: Histogram,
+    /// Sessions closed because they expired.
+    pub sessions_expired: AtomicU64,
+    /// Nodes deleted by the reaper.
+    pub nodes_reaped: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            proposals: AtomicU64::new(0),
+            proposal_failures: AtomicU64::new(0),
+            batch_entries: Histogram::new(BATCH_BOUNDS),
+            append_seconds: Histogram::new(SECONDS_BOUNDS),
+            request_seconds: Histogram::new(SECONDS_BOUNDS),
+            sessions_expired: AtomicU64::new(0),
+            nodes_reaped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Gauges read from their owners when `/metrics` is rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub applied_zxid: u64,
+    pub committed_zxid: u64,
+    pub epoch: u32,
+    pub sessions: usize,
+}
+
+impl Metrics {
+    /// Counts one HTTP request by route pattern, method and status.
+    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.request_seconds.observe(elapsed.as_secs_f64());
+        let mut map = match self.requests.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *map.entry((route.to_string(), method.to_string(), status))
+            .or_insert(0) += 1;
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP keeper_http_requests_total HTTP requests by route, method and status.");
+        let _ = writeln!(out, "# TYPE keeper_http_requests_total counter");
+        {
+            let map = match self.requests.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for ((route, method, status), n) in map.iter() {
+                let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "keeper_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        self.request_seconds.render(
+            &mut out,
+            "keeper_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+        );
+        let counters = [
+            ("keeper_proposals_total", "Txns handed to the write path.", &self.proposals),
+            (
+                "keeper_proposal_failures_total",
+                "Txns that failed to commit.",
+                &self.proposal_failures,
+            ),
+            (
+                "keeper_sessions_expired_total",
+                "Sessions closed because they expired.",
+                &self.sessions_expired,
+            ),
+            ("keeper_nodes_reaped_total", "Nodes deleted by the reaper.", &self.nodes_reaped),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        self.batch_entries.render(
+            &mut out,
+            "keeper_log_batch_entries",
+            "Entries per group commit (one fsync).",
+        );
+        self.append_seconds.render(
+            &mut out,
+            "keeper_log_append_seconds",
+            "Time of one log append including fsync.",
+        );
+        let gauges = [
+            ("keeper_applied_zxid", "Last zxid applied on this member.", gauges.applied_zxid),
+            ("keeper_committed_zxid", "Last zxid known committed.", gauges.committed_zxid),
+            ("keeper_epoch", "Current epoch.", u64::from(gauges.epoch)),
+            ("keeper_sessions", "Live sessions tracked.", gauges.sessions as u64),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_requests_and_histograms_cumulatively() {
+        let m = Metrics::default();
+        m.record_request("/v1/nodes/{*path}", "GET", 200, Duration::from_millis(1));
+        m.record_request("/v1/nodes/{*path}", "GET", 200, Duration::from_millis(1));
+        m.batch_entries.observe(3.0);
+        m.batch_entries.observe(100.0);
+        let text = m.render(Gauges {
+            applied_zxid: 9,
+            ..Gauges::default()
+        });
+        assert!(text.contains(
+            "keeper_http_requests_total{route=\"/v1/nodes/{*path}\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains("keeper_log_batch_entries_bucket{le=\"4\"} 1"));
+        assert!(text.contains("keeper_log_batch_entries_bucket{le=\"128\"} 2"));
+        assert!(text.contains("keeper_log_batch_entries_count 2"));
+        assert!(text.contains("keeper_applied_zxid 9"));
+    }
+}
