@@ -196,7 +196,10 @@ impl Config {
             ("max_ops_per_txn", self.max_ops_per_txn as u64),
             ("max_inflight_proposals", self.max_inflight_proposals as u64),
             ("max_batch_entries", self.max_batch_entries as u64),
-            ("max_concurrent_requests", self.max_concurrent_requests as u64),
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests as u64,
+            ),
             ("request_timeout_ms", self.request_timeout_ms),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
@@ -307,7 +310,10 @@ mod tests {
     fn session_timeout_is_clamped() {
         let c = Config::default();
         assert_eq!(c.clamp_session_timeout_ms(1), c.min_session_timeout_ms);
-        assert_eq!(c.clamp_session_timeout_ms(u64::MAX), c.max_session_timeout_ms);
+        assert_eq!(
+            c.clamp_session_timeout_ms(u64::MAX),
+            c.max_session_timeout_ms
+        );
         assert_eq!(c.clamp_session_timeout_ms(5_000), 5_000);
     }
 }

@@ -117,17 +117,32 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("max_path_bytes", d.max_path_bytes.to_string()),
         ("max_children_page", d.max_children_page.to_string()),
         ("max_ops_per_txn", d.max_ops_per_txn.to_string()),
-        ("max_inflight_proposals", d.max_inflight_proposals.to_string()),
+        (
+            "max_inflight_proposals",
+            d.max_inflight_proposals.to_string(),
+        ),
         ("max_batch_entries", d.max_batch_entries.to_string()),
-        ("max_concurrent_requests", d.max_concurrent_requests.to_string()),
+        (
+            "max_concurrent_requests",
+            d.max_concurrent_requests.to_string(),
+        ),
         ("request_timeout_ms", d.request_timeout_ms.to_string()),
         ("min_zxid_wait_ms", d.min_zxid_wait_ms.to_string()),
-        ("min_session_timeout_ms", d.min_session_timeout_ms.to_string()),
-        ("max_session_timeout_ms", d.max_session_timeout_ms.to_string()),
+        (
+            "min_session_timeout_ms",
+            d.min_session_timeout_ms.to_string(),
+        ),
+        (
+            "max_session_timeout_ms",
+            d.max_session_timeout_ms.to_string(),
+        ),
         ("session_tick_ms", d.session_tick_ms.to_string()),
         ("reap_interval_ms", d.reap_interval_ms.to_string()),
         ("max_reap_batch", d.max_reap_batch.to_string()),
-        ("event_channel_capacity", d.event_channel_capacity.to_string()),
+        (
+            "event_channel_capacity",
+            d.event_channel_capacity.to_string(),
+        ),
         ("shutdown_grace_ms", d.shutdown_grace_ms.to_string()),
     ]
 }
@@ -229,7 +244,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keeper: cannot start the runtime: {e}");
@@ -309,7 +327,11 @@ mod tests {
     fn flags_override_env_which_overrides_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keeper.toml");
-        std::fs::write(&file, "session_tick_ms = 77\nmax_data_bytes = 1000\nid = 3\n").unwrap();
+        std::fs::write(
+            &file,
+            "session_tick_ms = 77\nmax_data_bytes = 1000\nid = 3\n",
+        )
+        .unwrap();
         let cmd = command();
         let matches = cmd
             .try_get_matches_from([

@@ -56,7 +56,9 @@ impl Histogram {
     }
 }
 
-const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BOUNDS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 const SECONDS_BOUNDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -119,7 +121,10 @@ impl Metrics {
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP keeper_http_requests_total HTTP requests by route, method and status.");
+        let _ = writeln!(
+            out,
+            "# HELP keeper_http_requests_total HTTP requests by route, method and status."
+        );
         let _ = writeln!(out, "# TYPE keeper_http_requests_total counter");
         {
             let map = match self.requests.lock() {
@@ -140,7 +145,11 @@ impl Metrics {
             "Time to answer an HTTP request.",
         );
         let counters = [
-            ("keeper_proposals_total", "Txns handed to the write path.", &self.proposals),
+            (
+                "keeper_proposals_total",
+                "Txns handed to the write path.",
+                &self.proposals,
+            ),
             (
                 "keeper_proposal_failures_total",
                 "Txns that failed to commit.",
@@ -151,7 +160,11 @@ impl Metrics {
                 "Sessions closed because they expired.",
                 &self.sessions_expired,
             ),
-            ("keeper_nodes_reaped_total", "Nodes deleted by the reaper.", &self.nodes_reaped),
+            (
+                "keeper_nodes_reaped_total",
+                "Nodes deleted by the reaper.",
+                &self.nodes_reaped,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -169,10 +182,22 @@ impl Metrics {
             "Time of one log append including fsync.",
         );
         let gauges = [
-            ("keeper_applied_zxid", "Last zxid applied on this member.", gauges.applied_zxid),
-            ("keeper_committed_zxid", "Last zxid known committed.", gauges.committed_zxid),
+            (
+                "keeper_applied_zxid",
+                "Last zxid applied on this member.",
+                gauges.applied_zxid,
+            ),
+            (
+                "keeper_committed_zxid",
+                "Last zxid known committed.",
+                gauges.committed_zxid,
+            ),
             ("keeper_epoch", "Current epoch.", u64::from(gauges.epoch)),
-            ("keeper_sessions", "Live sessions tracked.", gauges.sessions as u64),
+            (
+                "keeper_sessions",
+                "Live sessions tracked.",
+                gauges.sessions as u64,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");

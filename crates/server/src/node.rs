@@ -225,7 +225,10 @@ pub async fn run(
         Some(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
         Some(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
         None => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; dropping open requests");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "grace period over; dropping open requests"
+            );
             serve_abort.abort();
         }
     }

@@ -26,8 +26,7 @@ pub async fn reap_once(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let store = store.clone();
-    let found =
-        tokio::task::spawn_blocking(move || store.reap_candidates(now_ms, max_batch)).await;
+    let found = tokio::task::spawn_blocking(move || store.reap_candidates(now_ms, max_batch)).await;
     let candidates = match found {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {

@@ -203,7 +203,9 @@ impl Sessions {
             match self.propose_close(id).await {
                 Ok(_) => {
                     tracing::info!(session = id, "session expired");
-                    self.metrics.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .sessions_expired
+                        .fetch_add(1, Ordering::Relaxed);
                     closed += 1;
                 }
                 Err(e) => {
@@ -225,11 +227,18 @@ fn session_expired(id: SessionId) -> ApiError {
 
 fn unexpected_outcome(what: &str, outcome: &TxnOutcome) -> ApiError {
     tracing::error!(?outcome, "unexpected outcome for {what}");
-    ApiError::new(ErrorCode::Internal, format!("unexpected outcome for {what}"))
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("unexpected outcome for {what}"),
+    )
 }
 
 /// Every `tick`, closes expired sessions, until `shutdown` turns true.
-pub async fn run_expiry(sessions: Arc<Sessions>, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_expiry(
+    sessions: Arc<Sessions>,
+    tick: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -251,20 +260,34 @@ mod tests {
         let t0 = Instant::now();
         let tracker = SessionTracker::rebuild(
             &[
-                SessionInfo { id: 1, timeout_ms: 100 },
-                SessionInfo { id: 2, timeout_ms: 100 },
+                SessionInfo {
+                    id: 1,
+                    timeout_ms: 100,
+                },
+                SessionInfo {
+                    id: 2,
+                    timeout_ms: 100,
+                },
             ],
             t0,
         );
         assert_eq!(tracker.touch(1, t0 + Duration::from_millis(80)), Some(100));
-        assert!(tracker.take_expired(t0 + Duration::from_millis(50)).is_empty());
-        assert_eq!(tracker.take_expired(t0 + Duration::from_millis(120)), vec![2]);
+        assert!(tracker
+            .take_expired(t0 + Duration::from_millis(50))
+            .is_empty());
+        assert_eq!(
+            tracker.take_expired(t0 + Duration::from_millis(120)),
+            vec![2]
+        );
         // Gone now: keepalive and close report it expired.
         assert_eq!(tracker.touch(2, t0 + Duration::from_millis(121)), None);
         assert!(!tracker.remove(2, t0 + Duration::from_millis(121)));
         // Session 1 was refreshed at 80 and lives until 180.
         assert_eq!(tracker.touch(1, t0 + Duration::from_millis(170)), Some(100));
-        assert_eq!(tracker.take_expired(t0 + Duration::from_millis(280)), vec![1]);
+        assert_eq!(
+            tracker.take_expired(t0 + Duration::from_millis(280)),
+            vec![1]
+        );
         assert!(tracker.is_empty());
     }
 

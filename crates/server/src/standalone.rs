@@ -178,7 +178,10 @@ impl LogWriter {
 
     fn commit(&mut self, batch: Vec<Proposal>) {
         if self.progress.failed.load(Ordering::Acquire) {
-            return fail(batch, ProposeError::Storage("an earlier log append failed".into()));
+            return fail(
+                batch,
+                ProposeError::Storage("an earlier log append failed".into()),
+            );
         }
         if let Err(e) = self.ensure_counter_room(batch.len()) {
             self.progress.failed.store(true, Ordering::Release);
@@ -253,7 +256,9 @@ impl Proposer for StandaloneProposer {
             self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
             let result = self.propose_inner(txn).await;
             if result.is_err() {
-                self.metrics.proposal_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .proposal_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
             result
         })

@@ -35,7 +35,11 @@ async fn create_read_set_delete_round_trip() {
         assert!(r.zxid() >= czxid);
 
         let r = n
-            .call(Method::PUT, "/v1/nodes/app", Some(json!({"data": "v2", "version": 0})))
+            .call(
+                Method::PUT,
+                "/v1/nodes/app",
+                Some(json!({"data": "v2", "version": 0})),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.json["path"], "/app");
@@ -44,11 +48,15 @@ async fn create_read_set_delete_round_trip() {
         assert!(mzxid > czxid);
         assert!(r.zxid() >= mzxid);
 
-        let r = n.call(Method::GET, "/v1/nodes/app?consistency=linearizable", None).await;
+        let r = n
+            .call(Method::GET, "/v1/nodes/app?consistency=linearizable", None)
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json["data"], "v2");
 
-        let r = n.call(Method::DELETE, "/v1/nodes/app?version=1", None).await;
+        let r = n
+            .call(Method::DELETE, "/v1/nodes/app?version=1", None)
+            .await;
         assert_eq!(r.status, 204, "{}", r.text);
         assert!(r.text.is_empty());
         assert!(r.zxid() > mzxid);
@@ -77,7 +85,10 @@ async fn root_is_addressable_and_percent_encoding_is_decoded() {
         assert_eq!(r.json["path"], "/a b");
         let r = n.call(Method::GET, "/v1/children/", None).await;
         assert_eq!(r.status, 200);
-        assert!(r.json["children"].as_array().unwrap().contains(&json!("a b")));
+        assert!(r.json["children"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("a b")));
         n.call(Method::POST, "/v1/nodes", None)
             .await
             .assert_error(409, "NodeExists");
@@ -91,7 +102,11 @@ async fn binary_data_round_trips_through_data_b64() {
     bounded(T, async {
         let n = TestNode::start().await;
         let r = n
-            .call(Method::POST, "/v1/nodes/bin", Some(json!({"data_b64": "/wCA"})))
+            .call(
+                Method::POST,
+                "/v1/nodes/bin",
+                Some(json!({"data_b64": "/wCA"})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let r = n.call(Method::GET, "/v1/nodes/bin", None).await;
@@ -100,7 +115,9 @@ async fn binary_data_round_trips_through_data_b64() {
         assert_eq!(r.json["stat"]["data_length"], 3);
         n.call(Method::POST, "/v1/nodes/txt", Some(json!({"data": "hé"})))
             .await;
-        let r = n.call(Method::GET, "/v1/nodes/txt?encoding=base64", None).await;
+        let r = n
+            .call(Method::GET, "/v1/nodes/txt?encoding=base64", None)
+            .await;
         assert_eq!(r.json["data_b64"], "aMOp");
         let r = n.call(Method::GET, "/v1/nodes/txt", None).await;
         assert_eq!(r.json["data"], "hé");
@@ -126,9 +143,13 @@ async fn conditional_writes_and_tree_errors() {
         n.call(Method::POST, "/v1/nodes/missing/child", Some(json!({})))
             .await
             .assert_error(404, "NoNode");
-        n.call(Method::PUT, "/v1/nodes/p", Some(json!({"data": "x", "version": 7})))
-            .await
-            .assert_error(409, "BadVersion");
+        n.call(
+            Method::PUT,
+            "/v1/nodes/p",
+            Some(json!({"data": "x", "version": 7})),
+        )
+        .await
+        .assert_error(409, "BadVersion");
         n.call(Method::DELETE, "/v1/nodes/p?version=5", None)
             .await
             .assert_error(409, "BadVersion");
@@ -190,7 +211,11 @@ async fn children_are_paged_with_limit_and_after() {
         n.call(Method::POST, "/v1/nodes/dir", Some(json!({}))).await;
         for name in ["e", "a", "d", "b", "c"] {
             let r = n
-                .call(Method::POST, &format!("/v1/nodes/dir/{name}"), Some(json!({})))
+                .call(
+                    Method::POST,
+                    &format!("/v1/nodes/dir/{name}"),
+                    Some(json!({})),
+                )
                 .await;
             assert_eq!(r.status, 201);
         }
@@ -200,10 +225,14 @@ async fn children_are_paged_with_limit_and_after() {
         assert_eq!(r.json["more"], true);
         assert_eq!(r.json["stat"]["num_children"], 5);
         r.zxid();
-        let r = n.call(Method::GET, "/v1/children/dir?limit=2&after=b", None).await;
+        let r = n
+            .call(Method::GET, "/v1/children/dir?limit=2&after=b", None)
+            .await;
         assert_eq!(r.json["children"], json!(["c", "d"]));
         assert_eq!(r.json["more"], true);
-        let r = n.call(Method::GET, "/v1/children/dir?limit=2&after=d", None).await;
+        let r = n
+            .call(Method::GET, "/v1/children/dir?limit=2&after=d", None)
+            .await;
         assert_eq!(r.json["children"], json!(["e"]));
         assert_eq!(r.json["more"], false);
         let r = n.call(Method::GET, "/v1/children/dir", None).await;
@@ -324,12 +353,20 @@ async fn sessions_and_ephemerals() {
         })
         .await;
         let r = n
-            .call(Method::POST, "/v1/sessions", Some(json!({"timeout_ms": 10})))
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({"timeout_ms": 10})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.json["timeout_ms"], 1_000, "clamped up to the minimum");
         let r = n
-            .call(Method::POST, "/v1/sessions", Some(json!({"timeout_ms": 999_999})))
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({"timeout_ms": 999_999})),
+            )
             .await;
         assert_eq!(r.json["timeout_ms"], 20_000, "clamped down to the maximum");
         let id = r.json["id"].as_u64().unwrap();
@@ -341,9 +378,13 @@ async fn sessions_and_ephemerals() {
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.json, json!({"id": id, "timeout_ms": 20_000}));
 
-        n.call(Method::POST, "/v1/nodes/e", Some(json!({"mode": "ephemeral"})))
-            .await
-            .assert_error(400, "BadArguments");
+        n.call(
+            Method::POST,
+            "/v1/nodes/e",
+            Some(json!({"mode": "ephemeral"})),
+        )
+        .await
+        .assert_error(400, "BadArguments");
         let r = n
             .call(
                 Method::POST,
@@ -366,7 +407,9 @@ async fn sessions_and_ephemerals() {
         assert_eq!(r.status, 201, "{}", r.text);
         let seq_path = r.json["path"].as_str().unwrap().to_string();
 
-        let r = n.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await;
+        let r = n
+            .call(Method::DELETE, &format!("/v1/sessions/{id}"), None)
+            .await;
         assert_eq!(r.status, 204, "{}", r.text);
         // Its ephemerals went with it.
         n.call(Method::GET, "/v1/nodes/e", None)
@@ -439,7 +482,9 @@ async fn malformed_inputs_are_4xx_in_the_error_format() {
         post(r#"{"mode":"ttl"}"#)
             .await
             .assert_error(400, "BadArguments");
-        post(r#"{"ttl_ms":5}"#).await.assert_error(400, "BadArguments");
+        post(r#"{"ttl_ms":5}"#)
+            .await
+            .assert_error(400, "BadArguments");
         post(r#"[1,2]"#).await.assert_error(400, "BadArguments");
 
         // Oversized body: 413 in the JSON format, from the body limit.
@@ -622,12 +667,21 @@ async fn containers_and_ttl_nodes_are_reaped() {
     bounded(T, async {
         let n = TestNode::start().await;
         let r = n
-            .call(Method::POST, "/v1/nodes/box", Some(json!({"mode": "container"})))
+            .call(
+                Method::POST,
+                "/v1/nodes/box",
+                Some(json!({"mode": "container"})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
-        n.call(Method::POST, "/v1/nodes/box/item", Some(json!({}))).await;
+        n.call(Method::POST, "/v1/nodes/box/item", Some(json!({})))
+            .await;
         let r = n
-            .call(Method::POST, "/v1/nodes/t", Some(json!({"mode": "ttl", "ttl_ms": 200})))
+            .call(
+                Method::POST,
+                "/v1/nodes/t",
+                Some(json!({"mode": "ttl", "ttl_ms": 200})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         // The container stays while it has a child.
@@ -657,12 +711,17 @@ async fn containers_and_ttl_nodes_are_reaped() {
 async fn writes_survive_a_clean_restart_with_a_new_epoch() {
     bounded(T, async {
         let n = TestNode::start().await;
-        n.call(Method::POST, "/v1/nodes/keep", Some(json!({"data": "me"}))).await;
+        n.call(Method::POST, "/v1/nodes/keep", Some(json!({"data": "me"})))
+            .await;
         let epoch1 = n.call(Method::GET, "/v1/cluster", None).await.json["epoch"]
             .as_u64()
             .unwrap();
         let dir = n.dir.path().to_path_buf();
-        let TestNode { dir: tmp, node, app } = n;
+        let TestNode {
+            dir: tmp,
+            node,
+            app,
+        } = n;
         drop(app);
         node.unwrap().shutdown().await.unwrap();
         let node = keeper_server::Node::start(common::test_config(&dir))
@@ -677,8 +736,13 @@ async fn writes_survive_a_clean_restart_with_a_new_epoch() {
         assert_eq!(r.json["data"], "me");
         let c = n.call(Method::GET, "/v1/cluster", None).await.json;
         assert!(c["epoch"].as_u64().unwrap() > epoch1);
-        let w = n.call(Method::POST, "/v1/nodes/next", Some(json!({}))).await;
-        assert_eq!(w.json["stat"]["czxid"].as_u64().unwrap() >> 32, c["epoch"].as_u64().unwrap());
+        let w = n
+            .call(Method::POST, "/v1/nodes/next", Some(json!({})))
+            .await;
+        assert_eq!(
+            w.json["stat"]["czxid"].as_u64().unwrap() >> 32,
+            c["epoch"].as_u64().unwrap()
+        );
         n.shutdown().await;
     })
     .await;
@@ -693,9 +757,13 @@ async fn concurrent_writes_are_group_committed_and_all_acknowledged() {
         for i in 0..64 {
             let n = n.clone();
             tasks.push(tokio::spawn(async move {
-                n.call(Method::POST, &format!("/v1/nodes/w{i}"), Some(json!({"data": i.to_string()})))
-                    .await
-                    .json["stat"]["czxid"]
+                n.call(
+                    Method::POST,
+                    &format!("/v1/nodes/w{i}"),
+                    Some(json!({"data": i.to_string()})),
+                )
+                .await
+                .json["stat"]["czxid"]
                     .as_u64()
                     .unwrap()
             }));

@@ -36,7 +36,10 @@ fn router_and_openapi_list_the_same_endpoints() {
         missing_in_spec.is_empty() && missing_in_router.is_empty(),
         "served but not documented: {missing_in_spec:?}; documented but not served: {missing_in_router:?}"
     );
-    assert_eq!(spec["openapi"].as_str().map(|v| v.starts_with('3')), Some(true));
+    assert_eq!(
+        spec["openapi"].as_str().map(|v| v.starts_with('3')),
+        Some(true)
+    );
 }
 
 #[test]

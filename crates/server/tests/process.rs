@@ -64,7 +64,11 @@ async fn acknowledged_writes_survive_kill_9() {
             w.await.unwrap();
         }
         let acked = acked.lock().await.clone();
-        assert!(acked.len() >= 50, "too few writes before the kill: {}", acked.len());
+        assert!(
+            acked.len() >= 50,
+            "too few writes before the kill: {}",
+            acked.len()
+        );
         eprintln!("killed pid {pid} after {} acknowledged writes", acked.len());
 
         let (_child, base) = spawn_keeper(dir.path(), &[]).await;
@@ -157,7 +161,11 @@ async fn ephemeral_lives_with_keepalives_and_dies_within_timeout_plus_tick() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "session expired despite keepalives");
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "session expired despite keepalives"
+            );
             last_keepalive = Instant::now();
             tokio::time::sleep(Duration::from_millis(TIMEOUT_MS / 3)).await;
         }

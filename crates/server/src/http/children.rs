@@ -46,11 +46,10 @@ pub async fn list(
     }
     let store = state.store.clone();
     let lookup = path.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        store.children(&lookup, query.after.as_deref(), limit)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("list task failed: {e}")))??;
+    let page =
+        tokio::task::spawn_blocking(move || store.children(&lookup, query.after.as_deref(), limit))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("list task failed: {e}")))??;
     page.map(Json).ok_or_else(|| {
         ApiError::new(ErrorCode::NoNode, format!("node does not exist: {path}")).with_path(path)
     })

@@ -141,13 +141,18 @@ mod tests {
     #[test]
     fn request_data_accepts_one_form_and_refuses_both_or_bad_base64() {
         assert_eq!(request_data(None, None).unwrap(), Bytes::new());
-        assert_eq!(request_data(Some("hi".into()), None).unwrap(), Bytes::from("hi"));
+        assert_eq!(
+            request_data(Some("hi".into()), None).unwrap(),
+            Bytes::from("hi")
+        );
         assert_eq!(
             request_data(None, Some("/wA=".into())).unwrap(),
             Bytes::from_static(b"\xff\x00")
         );
         assert_eq!(
-            request_data(Some("a".into()), Some("YQ==".into())).unwrap_err().code,
+            request_data(Some("a".into()), Some("YQ==".into()))
+                .unwrap_err()
+                .code,
             ErrorCode::BadArguments
         );
         assert_eq!(

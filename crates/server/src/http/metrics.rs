@@ -16,7 +16,10 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         sessions: state.sessions.count(),
     });
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }

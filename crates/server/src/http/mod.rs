@@ -101,17 +101,42 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     }
     let node = "/v1/nodes/{path}";
     vec![
-        r(Method::POST, node, NODE_PATTERNS, on(MethodFilter::POST, nodes::create)),
-        r(Method::GET, node, NODE_PATTERNS, on(MethodFilter::GET, nodes::read)),
-        r(Method::PUT, node, NODE_PATTERNS, on(MethodFilter::PUT, nodes::set)),
-        r(Method::DELETE, node, NODE_PATTERNS, on(MethodFilter::DELETE, nodes::delete)),
+        r(
+            Method::POST,
+            node,
+            NODE_PATTERNS,
+            on(MethodFilter::POST, nodes::create),
+        ),
+        r(
+            Method::GET,
+            node,
+            NODE_PATTERNS,
+            on(MethodFilter::GET, nodes::read),
+        ),
+        r(
+            Method::PUT,
+            node,
+            NODE_PATTERNS,
+            on(MethodFilter::PUT, nodes::set),
+        ),
+        r(
+            Method::DELETE,
+            node,
+            NODE_PATTERNS,
+            on(MethodFilter::DELETE, nodes::delete),
+        ),
         r(
             Method::GET,
             "/v1/children/{path}",
             CHILDREN_PATTERNS,
             on(MethodFilter::GET, children::list),
         ),
-        r(Method::POST, "/v1/txn", &["/v1/txn"], on(MethodFilter::POST, txn::multi)),
+        r(
+            Method::POST,
+            "/v1/txn",
+            &["/v1/txn"],
+            on(MethodFilter::POST, txn::multi),
+        ),
         r(
             Method::POST,
             "/v1/sessions",
@@ -130,11 +155,36 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             &["/v1/sessions/{id}"],
             on(MethodFilter::DELETE, sessions::close),
         ),
-        r(Method::POST, "/v1/sync", &["/v1/sync"], on(MethodFilter::POST, cluster::sync)),
-        r(Method::GET, "/v1/cluster", &["/v1/cluster"], on(MethodFilter::GET, cluster::status)),
-        r(Method::GET, "/healthz", &["/healthz"], on(MethodFilter::GET, health::healthz)),
-        r(Method::GET, "/readyz", &["/readyz"], on(MethodFilter::GET, health::readyz)),
-        r(Method::GET, "/metrics", &["/metrics"], on(MethodFilter::GET, metrics::render)),
+        r(
+            Method::POST,
+            "/v1/sync",
+            &["/v1/sync"],
+            on(MethodFilter::POST, cluster::sync),
+        ),
+        r(
+            Method::GET,
+            "/v1/cluster",
+            &["/v1/cluster"],
+            on(MethodFilter::GET, cluster::status),
+        ),
+        r(
+            Method::GET,
+            "/healthz",
+            &["/healthz"],
+            on(MethodFilter::GET, health::healthz),
+        ),
+        r(
+            Method::GET,
+            "/readyz",
+            &["/readyz"],
+            on(MethodFilter::GET, health::readyz),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            &["/metrics"],
+            on(MethodFilter::GET, metrics::render),
+        ),
     ]
 }
 
@@ -159,7 +209,10 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
         .layer(limits)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), zxid_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            zxid_layer,
+        ))
         .with_state(state)
 }
 
@@ -175,7 +228,10 @@ async fn limit_error(error: tower::BoxError) -> ApiError {
     if error.is::<tower::timeout::error::Elapsed>() {
         ApiError::new(ErrorCode::Timeout, "request timed out")
     } else {
-        ApiError::new(ErrorCode::Unavailable, format!("request not served: {error}"))
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("request not served: {error}"),
+        )
     }
 }
 

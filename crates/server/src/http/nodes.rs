@@ -129,7 +129,9 @@ pub fn create_op(
     };
     match (mode.is_ttl(), ttl_ms) {
         (true, None) | (true, Some(0)) => {
-            return Err(ApiError::bad_arguments("ttl modes need a positive \"ttl_ms\""))
+            return Err(ApiError::bad_arguments(
+                "ttl modes need a positive \"ttl_ms\"",
+            ))
         }
         (false, Some(_)) => {
             return Err(ApiError::bad_arguments(

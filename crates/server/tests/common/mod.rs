@@ -64,7 +64,8 @@ impl TestNode {
             Some(v) => Body::from(v.to_string()),
             None => Body::empty(),
         };
-        self.raw(Request::builder().method(method).uri(uri), body).await
+        self.raw(Request::builder().method(method).uri(uri), body)
+            .await
     }
 
     /// Sends a request with a raw body and extra headers.
@@ -76,12 +77,7 @@ impl TestNode {
         let resp = self.app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let text = String::from_utf8_lossy(&bytes).to_string();
         let json = if bytes.is_empty() {
             Value::Null
@@ -126,7 +122,11 @@ impl Resp {
     pub fn assert_error(&self, status: u16, code: &str) -> &Self {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
         assert_eq!(self.json["error"]["code"], code, "body: {}", self.text);
-        assert!(self.json["error"]["message"].is_string(), "body: {}", self.text);
+        assert!(
+            self.json["error"]["message"].is_string(),
+            "body: {}",
+            self.text
+        );
         self.zxid();
         self
     }
