@@ -263,9 +263,11 @@ mod tests {
 
     #[test]
     fn toml_round_trips_and_rejects_unknown_keys() {
-        let mut c = Config::default();
-        c.max_data_bytes = 1234;
-        c.peers = PeerSpec::parse_list("1=a:1,2=b:2").unwrap();
+        let c = Config {
+            max_data_bytes: 1234,
+            peers: PeerSpec::parse_list("1=a:1,2=b:2").unwrap(),
+            ..Config::default()
+        };
         let text = c.to_toml().unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), c);
         assert!(Config::from_toml("max_dta_bytes = 3").is_err());
@@ -276,7 +278,8 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_values() {
-        let bad: Vec<Box<dyn Fn(&mut Config)>> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let bad: Vec<Mutation> = vec![
             Box::new(|c| c.client_addr = "nohost".into()),
             Box::new(|c| c.client_addr = "h:99999".into()),
             Box::new(|c| c.peer_addr = ":80".into()),
