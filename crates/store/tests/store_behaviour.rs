@@ -970,3 +970,60 @@ fn a_checkpoint_opens_and_installs_with_the_same_state() {
         TxnOutcome::SessionClosed(Ok(vec!["/a/e".into()]))
     );
 }
+
+#[test]
+fn store_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
+
+#[test]
+fn readers_see_consistent_pages_while_the_applier_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let big_pages = StoreConfig {
+        max_children_page: 10_000,
+        ..config()
+    };
+    let store = std::sync::Arc::new(Store::open(dir.path(), big_pages).unwrap());
+    let entry = |txn| Entry { time_ms: 0, txn };
+    store
+        .apply(
+            Zxid(1),
+            &entry(Txn::Op(create("/p", NodeMode::Persistent, 0, None))),
+        )
+        .unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for z in 2..300u64 {
+                // Each entry adds two children (or removes one), atomically.
+                let txn = if z % 3 == 0 {
+                    Txn::Op(Op::Delete {
+                        path: format!("/p/c{:04}", z - 1),
+                        version: -1,
+                    })
+                } else {
+                    Txn::Multi(vec![
+                        create(&format!("/p/c{z:04}"), NodeMode::Persistent, 0, None),
+                        create(&format!("/p/d{z:04}"), NodeMode::Persistent, 0, None),
+                    ])
+                };
+                store.apply(Zxid(z), &entry(txn)).unwrap();
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut reads = 0;
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        // The parent's stat and the listing come from one snapshot.
+        let page = store.children("/p", None, 10_000).unwrap().unwrap();
+        assert_eq!(page.children.len(), page.stat.num_children as usize);
+        assert!(!page.more);
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert!(reads > 0);
+    let last = store.children("/p", None, 10_000).unwrap().unwrap();
+    assert_eq!(store.last_applied(), Zxid(299));
+    assert_eq!(last.children.len(), 2 * 199 - 99);
+}
