@@ -197,6 +197,23 @@ pub fn app(state: AppState) -> Router {
             router = router.route(pattern, handler.clone());
         }
     }
+    let router = router
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed);
+    with_limits(router, &config)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            zxid_layer,
+        ))
+        .with_state(state)
+}
+
+/// Wraps `router` in the request limits of `config`: body size (rejected by
+/// [`extract::JsonBody`] as `413 TooLarge`), per-request timeout (`504
+/// Timeout`) and one concurrency limit shared by all routes (excess requests
+/// wait, within the timeout).
+fn with_limits<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &Config) -> Router<S> {
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(limit_error))
         .timeout(Duration::from_millis(config.request_timeout_ms))
@@ -204,16 +221,8 @@ pub fn app(state: AppState) -> Router {
             config.max_concurrent_requests,
         ));
     router
-        .fallback(no_such_endpoint)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
         .layer(limits)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            zxid_layer,
-        ))
-        .with_state(state)
 }
 
 async fn no_such_endpoint() -> ApiError {
@@ -290,4 +299,66 @@ async fn wait_min_zxid(state: &AppState, wanted: u64) -> Result<(), ApiError> {
         .await
         .map(|_| ())
         .map_err(|e| ApiError::new(ErrorCode::Timeout, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn slow_router(config: &Config) -> Router {
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                "done"
+            }),
+        );
+        with_limits(slow, config)
+    }
+
+    async fn get_slow(router: &Router) -> (u16, serde_json::Value) {
+        let req = Request::builder()
+            .uri("/slow")
+            .body(Body::empty())
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_504_in_the_error_format() {
+        let config = Config {
+            request_timeout_ms: 20,
+            ..Config::default()
+        };
+        let (status, body) = get_slow(&slow_router(&config)).await;
+        assert_eq!(status, 504);
+        assert_eq!(body["error"]["code"], "Timeout");
+    }
+
+    #[tokio::test]
+    async fn the_concurrency_limit_is_shared_and_makes_requests_wait() {
+        let config = Config {
+            max_concurrent_requests: 1,
+            ..Config::default()
+        };
+        let router = slow_router(&config);
+        let started = Instant::now();
+        let (a, b) = tokio::join!(get_slow(&router), get_slow(&router));
+        assert_eq!((a.0, b.0), (200, 200));
+        assert!(
+            started.elapsed() >= Duration::from_millis(195),
+            "two 100 ms requests ran concurrently despite a limit of 1: {:?}",
+            started.elapsed()
+        );
+    }
 }
