@@ -1,1 +1,300 @@
-//! `keeper-tests`: the multi-process cluster harness and end-to-end suites.
+//! `keeper-tests`: the multi-process cluster harness and the end-to-end suites.
+//!
+//! A [`Cluster`] runs real `keeper` processes on 127.0.0.1 with ports chosen at
+//! run time, each with its own data directory under one temp dir. Tests kill
+//! (`SIGKILL`), stop (`SIGTERM`), restart and wipe members by PID, and every
+//! process the harness started is killed when the `Cluster` is dropped, also
+//! when a test panics.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Finds the `keeper` binary next to the running test executable
+/// (`target/<profile>/keeper`), building it if it is missing.
+pub fn keeper_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KEEPER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let bin = profile_dir.join("keeper");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "keeper-server", "--bin", "keeper"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building keeper failed");
+    }
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// One member of a test cluster.
+pub struct Member {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// `http://host:port` of the member's client API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A set of real `keeper` processes. Size 1 runs standalone (no `--peers`).
+pub struct Cluster {
+    pub members: Vec<Member>,
+    peers_flag: String,
+    extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members and returns without waiting for a leader.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// Starts `n` members with extra command-line flags for every member.
+    pub fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("keeper-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let mut members = Vec::new();
+        for i in 0..n {
+            let id = i as u64 + 1;
+            let data_dir = dir.path().join(format!("m{id}"));
+            std::fs::create_dir_all(&data_dir).expect("mkdir");
+            members.push(Member {
+                id,
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                log_path: dir.path().join(format!("m{id}.log")),
+                data_dir,
+                child: None,
+            });
+        }
+        let peers_flag = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            members,
+            peers_flag,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for id in 1..=n as u64 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn member_mut(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    pub fn member(&self, id: u64) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// Starts member `id` (which must not be running).
+    pub fn spawn(&mut self, id: u64) {
+        let standalone = self.members.len() == 1;
+        let peers = self.peers_flag.clone();
+        let extra = self.extra_args.clone();
+        let bin = keeper_bin();
+        let m = self.member_mut(id);
+        assert!(m.child.is_none(), "member {id} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log_path)
+            .expect("open member log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--client-addr")
+            .arg(&m.client_addr);
+        if !standalone {
+            cmd.arg("--id")
+                .arg(id.to_string())
+                .arg("--peer-addr")
+                .arg(&m.peer_addr)
+                .arg("--peers")
+                .arg(&peers);
+        }
+        cmd.args(&extra)
+            .env("RUST_LOG", std::env::var("KEEPER_TEST_LOG").unwrap_or("info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        m.child = Some(cmd.spawn().expect("spawn keeper"));
+    }
+
+    /// `kill -9` member `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        let m = self.member_mut(id);
+        if let Some(mut c) = m.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM member `id` and wait (bounded) for it to exit; returns its exit code.
+    pub fn stop(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let m = self.member_mut(id);
+        let mut c = m.child.take()?;
+        send_signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills member `id` and deletes its data directory.
+    pub fn wipe(&mut self, id: u64) {
+        self.kill(id);
+        let m = self.member_mut(id);
+        let _ = std::fs::remove_dir_all(&m.data_dir);
+        std::fs::create_dir_all(&m.data_dir).expect("mkdir");
+    }
+
+    /// Client URLs of every member.
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(Member::url).collect()
+    }
+
+    /// The last lines of a member's log (for failure messages).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.member(id).log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until every running member answers `/v1/cluster` and they agree
+    /// on one leader (or, standalone, until the member is ready). Returns the leader id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let http = http_client();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut leaders = Vec::new();
+            let mut answered = 0;
+            for m in &self.members {
+                if m.child.is_none() {
+                    continue;
+                }
+                if let Ok(v) = get_json(&http, &format!("{}/v1/cluster", m.url())).await {
+                    answered += 1;
+                    if v["role"] == "standalone" {
+                        return Some(m.id);
+                    }
+                    if let Some(l) = v["leader"].as_u64() {
+                        leaders.push(l);
+                    }
+                }
+            }
+            let running = self.members.iter().filter(|m| m.child.is_some()).count();
+            if answered == running
+                && !leaders.is_empty()
+                && leaders.len() == running
+                && leaders.iter().all(|l| *l == leaders[0])
+            {
+                // The agreed leader must also say it is the leader.
+                let l = leaders[0];
+                if let Ok(v) = get_json(&http, &format!("{}/v1/cluster", self.member(l).url())).await
+                {
+                    if v["role"] == "leader" {
+                        return Some(l);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn send_signal(pid: u32, sig: libc::c_int) {
+    // SAFETY-free: `kill(2)` through libc on a PID we spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// An HTTP client with short timeouts for tests.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(16)
+        .build()
+        .expect("reqwest client")
+}
+
+/// GETs a URL and parses its JSON body (any status).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    resp.json::<Value>().await.map_err(|e| e.to_string())
+}
