@@ -18,6 +18,7 @@ mod keys;
 mod log;
 mod path;
 mod record;
+mod replication;
 mod snapshot;
 mod types;
 

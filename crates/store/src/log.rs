@@ -18,6 +18,27 @@ impl Store {
     /// write batch, fsynced when `sync_log` (group commit: the caller passes
     /// everything that is waiting). Returns after the data is durable.
     pub fn append_log(&self, entries: &[(Zxid, Vec<u8>)]) -> Result<(), StoreError> {
+        self.append_log_opt(entries, self.config.sync_log)
+    }
+
+    /// Appends like [`Store::append_log`] but without fsync: the entries are
+    /// visible to `read_log` at once and become durable with the next
+    /// [`Store::sync_wal`] (or any synced write). The ZAB driver appends this
+    /// way and group-commits with one `sync_wal` for everything appended
+    /// meanwhile. A crash loses a suffix of unsynced entries, never a hole.
+    pub fn append_log_unsynced(&self, entries: &[(Zxid, Vec<u8>)]) -> Result<(), StoreError> {
+        self.append_log_opt(entries, false)
+    }
+
+    /// Makes every write made so far durable (fsync of RocksDB's WAL).
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        if self.config.sync_log {
+            self.db.flush_wal(true)?;
+        }
+        Ok(())
+    }
+
+    fn append_log_opt(&self, entries: &[(Zxid, Vec<u8>)], sync: bool) -> Result<(), StoreError> {
         let Some((last, _)) = entries.last() else {
             return Ok(());
         };
@@ -35,7 +56,7 @@ impl Store {
             batch.put_cf(cf, u64_key(zxid.0), bytes);
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(self.config.sync_log);
+        opts.set_sync(sync);
         self.db.write_opt(batch, &opts)?;
         self.last_logged.store(last.0, Ordering::Release);
         Ok(())
@@ -156,7 +177,7 @@ impl Store {
         }
     }
 
-    fn log_floor(&self) -> Result<u64, StoreError> {
+    pub(crate) fn log_floor(&self) -> Result<u64, StoreError> {
         match self.db.get_pinned_cf(self.cf(CF_META)?, META_LOG_FLOOR)? {
             None => Ok(0),
             Some(v) => decode_u64(&v, "log floor"),

@@ -1,0 +1,1015 @@
+//! The replicated write path: the tokio driver that runs the `keeper-zab`
+//! core and implements [`Proposer`] for a cluster member.
+//!
+//! ```text
+//! HTTP handler ─propose(txn)─▶ ZabProposer ─Cmd─▶ driver loop (one task)
+//!   leader:   stamp Entry{time, txn} ─▶ core.propose ─▶ Append (unsynced) ─▶ log_sync thread:
+//!             one fsync per group ─▶ core.on_persisted ─▶ PROPOSAL/ACK/COMMIT via peer links
+//!   follower: Forward{txn} to the leader; the leader answers Forwarded{zxid}
+//!             after the PROPOSAL on the same FIFO link
+//!   everyone: core Commit{upto} ─▶ read entries back from the local log ─▶ applier
+//!             (Store::apply, in zxid order) ─▶ the waiting request gets its Applied
+//! ```
+//!
+//! The loop executes the core's actions in order (see `keeper_zab::Action`
+//! for the persist-before-send rules): appends go to RocksDB at once without
+//! fsync (so the core's [`StoreLog`] view reflects them) and become durable in
+//! the `log_sync` thread; epochs and truncations are fsynced inline before
+//! the next action runs. Everything a request waits on is bounded: the
+//! command channel (`max_inflight_proposals`), pending forwards, read
+//! barriers (the core's `max_pending_reads`).
+//!
+//! A member answers a write only after it has applied it itself, so a client
+//! reads its own writes on the member it wrote to. When the leadership this
+//! member knew changes, every write still waiting is answered `Unavailable`
+//! (its fate is unknown: it may or may not commit under the next leader).
+
+mod log_sync;
+mod log_view;
+mod snapshot;
+mod wire;
+
+pub use log_view::StoreLog;
+pub use wire::PeerMsg;
+
+use crate::applier::{AppliedView, ApplierInput, Committed, Reply};
+use crate::entry_codec;
+use crate::peer::{PeerEvent, PeerHandle};
+use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role};
+use futures::future::BoxFuture;
+use keeper_store::{Applied, Entry, SessionId, Store, Txn};
+use keeper_zab::{Action, Bootstrap, Core, Member, MemberKind, NodeId, Zxid};
+use log_sync::{LogSync, Persisted};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use wire::RequestId;
+
+/// One member of the static ensemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddr {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+}
+
+/// Options of the driver. Every bound has a name and a unit.
+#[derive(Debug, Clone)]
+pub struct ZabOptions {
+    pub id: u64,
+    pub members: Vec<MemberAddr>,
+    /// Where snapshot streams are staged (`<data-dir>/snapshots`).
+    pub snapshot_dir: PathBuf,
+    /// Wall time of one core tick.
+    pub tick_ms: u64,
+    /// The core's tunables (in ticks).
+    pub zab: keeper_zab::Config,
+    /// Commands queued for the driver before `propose` waits for room.
+    pub max_inflight_proposals: usize,
+    /// Most txns proposed in one batch (one append, one PROPOSAL per follower).
+    pub max_batch_entries: usize,
+    /// Most forwarded writes a follower waits on at once.
+    pub max_pending_forwards: usize,
+    /// Most distinct sessions in one keepalive batch to the leader.
+    pub max_keepalive_batch: usize,
+    /// Size of one snapshot chunk on the peer link.
+    pub snapshot_chunk_bytes: usize,
+    /// Log entries kept behind the applied state for DIFF catch-up (and
+    /// watch resume); older ones are compacted away.
+    pub log_retain_entries: u64,
+    /// How long a read barrier may wait for this member to apply.
+    pub read_barrier_wait_ms: u64,
+    /// Seeds the core's randomized election timeouts.
+    pub seed: u64,
+}
+
+/// What the driver tells the session layer (implemented by `Sessions`).
+pub trait SessionHooks: Send + Sync + 'static {
+    /// The leader received keepalives for these sessions (from any member).
+    fn touched(&self, ids: &[SessionId]);
+    /// This member just became the established leader: session deadlines
+    /// must restart with a full timeout.
+    fn leadership_gained(&self);
+}
+
+enum Cmd {
+    Propose { txn: Txn, reply: Reply },
+    Read { reply: oneshot::Sender<Result<Zxid, ProposeError>> },
+    Keepalive(SessionId),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ZabMetrics {
+    pub proposals: AtomicU64,
+    pub batches: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_us_total: AtomicU64,
+    pub fsync_us_max: AtomicU64,
+    pub commit_latency_us_total: AtomicU64,
+    pub commits_timed: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub leader_changes: AtomicU64,
+}
+
+struct Shared {
+    status: RwLock<ClusterStatus>,
+    metrics: ZabMetrics,
+    follower_lag: RwLock<Vec<(u64, u64)>>,
+}
+
+/// The cluster member's [`Proposer`]: a handle to the driver task.
+pub struct ZabProposer {
+    cmds: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+    view: AppliedView,
+    read_wait: Duration,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ZabProposer {
+    /// Builds the core from the store's persisted state and starts the driver
+    /// task. `peers`/`events` come from an already started peer network.
+    pub fn start(
+        store: Arc<Store>,
+        applier: ApplierInput,
+        view: AppliedView,
+        peers: PeerHandle<PeerMsg>,
+        events: mpsc::Receiver<PeerEvent<PeerMsg>>,
+        hooks: Arc<dyn SessionHooks>,
+        options: ZabOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ZabProposer, String> {
+        let meta = store.zab_meta();
+        let boot = Bootstrap {
+            id: options.id,
+            members: options
+                .members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    kind: MemberKind::Participant,
+                })
+                .collect(),
+            accepted_epoch: meta.accepted_epoch,
+            current_epoch: meta.current_epoch,
+            applied_zxid: store.last_applied(),
+            seed: options.seed,
+        };
+        let core = Core::new(options.zab.clone(), boot, &StoreLog(&store)).map_err(|e| e.to_string())?;
+        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
+        let sync = LogSync::start(store.clone(), persisted_tx).map_err(|e| e.to_string())?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(options.max_inflight_proposals.max(1));
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            status: RwLock::new(ClusterStatus {
+                id: options.id,
+                role: Role::Looking,
+                leader: None,
+                epoch: meta.current_epoch,
+                last_logged_zxid: store.last_logged().0,
+                committed_zxid: store.last_applied().0,
+                applied_zxid: store.last_applied().0,
+                members: members_status(&options.members, options.id, Role::Looking, None),
+            }),
+            metrics: ZabMetrics::default(),
+            follower_lag: RwLock::new(Vec::new()),
+        });
+        let submitted = store.last_applied();
+        let mut driver = Driver {
+            core,
+            store,
+            peers,
+            applier,
+            view: view.clone(),
+            shared: shared.clone(),
+            hooks,
+            sync,
+            generation: 0,
+            appended_since_sample: 0,
+            samples: VecDeque::new(),
+            submitted,
+            waiters: HashMap::new(),
+            forwards: HashMap::new(),
+            forward_out: Vec::new(),
+            next_req: 1,
+            reads: HashMap::new(),
+            next_read: 1,
+            keepalives: HashSet::new(),
+            last_time_ms: 0,
+            known: (keeper_zab::Role::Looking, None, 0, false),
+            incoming: None,
+            snapshots_out: 0,
+            internal_tx,
+            propose_started: HashMap::new(),
+            opts: options,
+        };
+        let read_wait = Duration::from_millis(driver.opts.read_barrier_wait_ms);
+        let task = tokio::spawn(async move {
+            driver
+                .run(cmd_rx, events, persisted_rx, internal_rx, shutdown)
+                .await;
+        });
+        Ok(ZabProposer {
+            cmds: cmd_tx,
+            shared,
+            view,
+            read_wait,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Relays a keepalive for `id` to the leader (batched; not logged).
+    pub fn keepalive(&self, id: SessionId) {
+        let _ = self.cmds.try_send(Cmd::Keepalive(id));
+    }
+
+    /// Driver counters.
+    pub fn metrics(&self) -> &ZabMetrics {
+        &self.shared.metrics
+    }
+
+    /// `(follower id, acked zxid lag in entries-ish: leader committed - acked)`.
+    pub fn follower_lag(&self) -> Vec<(u64, u64)> {
+        self.shared
+            .follower_lag
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits for the driver task to finish (after shutdown was signalled).
+    pub async fn join(&self) {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Proposer for ZabProposer {
+    fn propose(&self, txn: Txn) -> BoxFuture<'_, Result<Applied, ProposeError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.cmds
+                .send(Cmd::Propose { txn, reply })
+                .await
+                .map_err(|_| ProposeError::Unavailable("server is shutting down".into()))?;
+            rx.await
+                .map_err(|_| ProposeError::Unavailable("server is shutting down".into()))?
+        })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<Zxid, ProposeError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.cmds
+                .send(Cmd::Read { reply })
+                .await
+                .map_err(|_| ProposeError::Unavailable("server is shutting down".into()))?;
+            let zxid = rx
+                .await
+                .map_err(|_| ProposeError::Unavailable("server is shutting down".into()))??;
+            self.view.wait_for(zxid, self.read_wait).await.map_err(|e| {
+                ProposeError::Unavailable(format!("read barrier: {e}"))
+            })?;
+            Ok(zxid)
+        })
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let mut s = match self.shared.status.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        s.applied_zxid = self.view.applied_zxid().0;
+        s
+    }
+
+    fn relay_keepalive(&self, id: SessionId) {
+        self.keepalive(id);
+    }
+}
+
+fn members_status(
+    members: &[MemberAddr],
+    me: u64,
+    my_role: Role,
+    leader: Option<u64>,
+) -> Vec<MemberStatus> {
+    members
+        .iter()
+        .map(|m| MemberStatus {
+            id: m.id,
+            client_addr: m.client_addr.clone(),
+            peer_addr: m.peer_addr.clone(),
+            role: if m.id == me {
+                Some(my_role)
+            } else if Some(m.id) == leader {
+                Some(Role::Leader)
+            } else {
+                None
+            },
+        })
+        .collect()
+}
+
+/// Messages from helper tasks back into the loop.
+enum Internal {
+    SnapshotSent { to: NodeId, zxid: Zxid, ok: bool },
+}
+
+/// A fatal condition: the member's disk or log is broken; the driver stops.
+#[derive(Debug)]
+struct Fatal(String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Fatal {
+        Fatal(e.to_string())
+    }
+}
+
+/// Every this many appended entries, the driver remembers a zxid for compaction.
+const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
+/// Entries read from the log per step when applying a commit.
+const COMMIT_READ_CHUNK: usize = 1024;
+
+struct Driver {
+    core: Core,
+    store: Arc<Store>,
+    peers: PeerHandle<PeerMsg>,
+    applier: ApplierInput,
+    view: AppliedView,
+    shared: Arc<Shared>,
+    hooks: Arc<dyn SessionHooks>,
+    sync: LogSync,
+    /// Bumped by truncation and snapshot install; older fsync reports are dropped.
+    generation: u64,
+    appended_since_sample: u64,
+    /// `(entries appended before it, zxid)` every COMPACTION_SAMPLE_ENTRIES appends.
+    samples: VecDeque<(u64, Zxid)>,
+    /// Highest zxid handed to the applier.
+    submitted: Zxid,
+    /// Writes taken by this member whose zxid is known, until applied.
+    waiters: HashMap<Zxid, Reply>,
+    /// Follower: writes forwarded to the leader, until it names their zxid.
+    forwards: HashMap<RequestId, Reply>,
+    forward_out: Vec<(RequestId, Txn)>,
+    next_req: RequestId,
+    reads: HashMap<u64, oneshot::Sender<Result<Zxid, ProposeError>>>,
+    next_read: u64,
+    keepalives: HashSet<SessionId>,
+    last_time_ms: u64,
+    /// (role, leader, epoch, serving) as last reported by the core.
+    known: (keeper_zab::Role, Option<NodeId>, u32, bool),
+    incoming: Option<snapshot::Incoming>,
+    snapshots_out: u64,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    /// When each locally proposed zxid was proposed (commit latency metric).
+    propose_started: HashMap<Zxid, Instant>,
+    opts: ZabOptions,
+}
+
+impl Driver {
+    async fn run(
+        &mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut events: mpsc::Receiver<PeerEvent<PeerMsg>>,
+        mut persisted: mpsc::UnboundedReceiver<Result<Persisted, String>>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let tick = Duration::from_millis(self.opts.tick_ms.max(1));
+        let mut next_tick = tokio::time::Instant::now() + tick;
+        let result: Result<(), Fatal> = async {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() { return Ok(()); }
+                    }
+                    r = persisted.recv() => match r {
+                        Some(Ok(p)) => self.on_persisted(p).await?,
+                        Some(Err(e)) => return Err(Fatal(format!("log fsync failed: {e}"))),
+                        None => return Err(Fatal("log sync thread stopped".into())),
+                    },
+                    ev = events.recv() => match ev {
+                        Some(ev) => self.on_peer_event(ev).await?,
+                        None => return Ok(()),
+                    },
+                    cmd = cmds.recv() => match cmd {
+                        Some(cmd) => {
+                            let mut batch = vec![cmd];
+                            while batch.len() < self.opts.max_batch_entries {
+                                match cmds.try_recv() {
+                                    Ok(c) => batch.push(c),
+                                    Err(_) => break,
+                                }
+                            }
+                            self.on_cmds(batch).await?;
+                        }
+                        None => return Ok(()),
+                    },
+                    Some(i) = internal.recv() => self.on_internal(i).await?,
+                    _ = tokio::time::sleep_until(next_tick) => {}
+                }
+                // Ticks are never starved by a busy link or a stream of writes.
+                let now = tokio::time::Instant::now();
+                if now >= next_tick {
+                    next_tick = now + tick;
+                    self.on_tick().await?;
+                }
+                self.flush_forwards();
+            }
+        }
+        .await;
+        if let Err(Fatal(e)) = result {
+            tracing::error!(error = %e, "replication driver stopped: storage failure");
+        }
+        self.fail_all_waiting("server stopped");
+        self.sync.stop();
+    }
+
+    fn log(&self) -> StoreLog<'_> {
+        StoreLog(&self.store)
+    }
+
+    // ---- inputs -----------------------------------------------------------
+
+    async fn on_tick(&mut self) -> Result<(), Fatal> {
+        let actions = self.core.tick(&StoreLog(&self.store))?;
+        self.execute(actions).await?;
+        self.flush_keepalives();
+        self.publish_status();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    async fn on_persisted(&mut self, p: Persisted) -> Result<(), Fatal> {
+        let m = &self.shared.metrics;
+        m.fsyncs.fetch_add(1, Ordering::Relaxed);
+        m.fsync_us_total.fetch_add(p.fsync_us, Ordering::Relaxed);
+        m.fsync_us_max.fetch_max(p.fsync_us, Ordering::Relaxed);
+        if p.generation != self.generation {
+            return Ok(()); // in flight across a truncation or snapshot install
+        }
+        let actions = self.core.on_persisted(&StoreLog(&self.store), p.upto)?;
+        self.execute(actions).await
+    }
+
+    async fn on_peer_event(&mut self, ev: PeerEvent<PeerMsg>) -> Result<(), Fatal> {
+        match ev {
+            PeerEvent::Message { from, msg } => self.on_peer_msg(from, msg).await,
+            PeerEvent::Connected { peer } => {
+                tracing::debug!(peer, "peer link up");
+                Ok(())
+            }
+            PeerEvent::Disconnected { peer } => {
+                tracing::debug!(peer, "peer link down");
+                if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
+                    self.incoming = None;
+                }
+                // Writes forwarded over a broken link may never be answered.
+                if self.known.1 == Some(peer) && self.known.0 == keeper_zab::Role::Following {
+                    self.fail_forwards("link to the leader broke; outcome unknown");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_peer_msg(&mut self, from: NodeId, msg: PeerMsg) -> Result<(), Fatal> {
+        match msg {
+            PeerMsg::Zab(m) => {
+                let actions = self.core.step(&StoreLog(&self.store), from, m)?;
+                self.execute(actions).await
+            }
+            PeerMsg::Forward { reqs } => self.on_forward(from, reqs).await,
+            PeerMsg::Forwarded { results } => {
+                for (req, result) in results {
+                    let Some(reply) = self.forwards.remove(&req) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(zxid) if zxid > self.submitted => {
+                            self.waiters.insert(zxid, reply);
+                        }
+                        Ok(zxid) => {
+                            let _ = reply.send(Err(ProposeError::Unavailable(format!(
+                                "write got zxid {zxid} but its answer arrived late; outcome unknown"
+                            ))));
+                        }
+                        Err(why) => {
+                            let _ = reply.send(Err(ProposeError::Unavailable(why)));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            PeerMsg::Keepalives { ids } => {
+                if self.is_serving_leader() {
+                    self.hooks.touched(&ids);
+                }
+                Ok(())
+            }
+            PeerMsg::SnapBegin { zxid } => {
+                if self.core.expects_snapshot_from() == Some(from) {
+                    let dir = self.opts.snapshot_dir.join("incoming");
+                    match snapshot::Incoming::begin(from, zxid, dir) {
+                        Ok(inc) => self.incoming = Some(inc),
+                        Err(e) => return Err(Fatal(format!("cannot stage snapshot: {e}"))),
+                    }
+                } else {
+                    tracing::warn!(from, "unexpected snapshot stream ignored");
+                }
+                Ok(())
+            }
+            PeerMsg::SnapChunk { file, data } => {
+                if let Some(inc) = self.incoming.as_mut().filter(|i| i.from == from) {
+                    if let Err(e) = inc.chunk(&file, &data) {
+                        tracing::warn!(from, error = %e, "snapshot stream refused");
+                        self.incoming = None;
+                    }
+                }
+                Ok(())
+            }
+            PeerMsg::SnapEnd { zxid, files, bytes } => {
+                let Some(mut inc) = self.incoming.take().filter(|i| i.from == from) else {
+                    return Ok(());
+                };
+                if let Err(e) = inc.end(zxid, files, bytes) {
+                    tracing::warn!(from, error = %e, "snapshot stream refused");
+                    return Ok(());
+                }
+                if self.core.expects_snapshot_from() != Some(from) {
+                    return Ok(());
+                }
+                self.install_snapshot(inc).await
+            }
+        }
+    }
+
+    async fn on_cmds(&mut self, cmds: Vec<Cmd>) -> Result<(), Fatal> {
+        let mut proposals = Vec::new();
+        for cmd in cmds {
+            match cmd {
+                Cmd::Propose { txn, reply } => proposals.push((txn, reply)),
+                Cmd::Read { reply } => {
+                    let ctx = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(ctx, reply);
+                    let actions = self.core.read_index(ctx);
+                    self.execute(actions).await?;
+                }
+                Cmd::Keepalive(id) => {
+                    if self.is_serving_leader() {
+                        self.hooks.touched(&[id]);
+                    } else {
+                        self.keepalives.insert(id);
+                        if self.keepalives.len() >= self.opts.max_keepalive_batch {
+                            self.flush_keepalives();
+                        }
+                    }
+                }
+            }
+        }
+        if proposals.is_empty() {
+            return Ok(());
+        }
+        if self.is_serving_leader() {
+            let (txns, replies): (Vec<Txn>, Vec<Reply>) = proposals.into_iter().unzip();
+            match self.propose_batch(txns).await? {
+                Ok(first) => {
+                    for (i, reply) in replies.into_iter().enumerate() {
+                        self.waiters.insert(Zxid(first.0 + i as u64), reply);
+                    }
+                }
+                Err(why) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Unavailable(why.clone())));
+                    }
+                }
+            }
+        } else if self.known.0 == keeper_zab::Role::Following && self.known.3 {
+            for (txn, reply) in proposals {
+                if self.forwards.len() >= self.opts.max_pending_forwards {
+                    let _ = reply.send(Err(ProposeError::Unavailable(
+                        "too many writes waiting for the leader".into(),
+                    )));
+                    continue;
+                }
+                let req = self.next_req;
+                self.next_req += 1;
+                self.forwards.insert(req, reply);
+                self.forward_out.push((req, txn));
+            }
+        } else {
+            for (_, reply) in proposals {
+                let _ = reply.send(Err(ProposeError::Unavailable(
+                    "no leader: the ensemble has no quorum or is electing".into(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_forward(&mut self, from: NodeId, reqs: Vec<(RequestId, Txn)>) -> Result<(), Fatal> {
+        let results: Vec<(RequestId, Result<Zxid, String>)> = if self.is_serving_leader() {
+            let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
+            let txns = reqs.into_iter().map(|(_, t)| t).collect();
+            self.shared
+                .metrics
+                .forwarded
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            match self.propose_batch(txns).await? {
+                Ok(first) => ids
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| (r, Ok(Zxid(first.0 + i as u64))))
+                    .collect(),
+                Err(why) => ids.into_iter().map(|r| (r, Err(why.clone()))).collect(),
+            }
+        } else {
+            reqs.into_iter()
+                .map(|(r, _)| (r, Err("not the leader any more".to_string())))
+                .collect()
+        };
+        // After the PROPOSALs above, on the same FIFO link.
+        let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+        Ok(())
+    }
+
+    async fn on_internal(&mut self, i: Internal) -> Result<(), Fatal> {
+        match i {
+            Internal::SnapshotSent { to, zxid, ok } => {
+                if ok {
+                    self.shared
+                        .metrics
+                        .snapshots_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                    let actions = self.core.snapshot_sent(&StoreLog(&self.store), to, zxid)?;
+                    self.execute(actions).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- the leader's propose --------------------------------------------
+
+    /// Stamps and proposes `txns` as one batch; `Ok(Ok(first zxid))`, or
+    /// `Ok(Err(why))` when the core refuses (not serving, backpressure).
+    async fn propose_batch(&mut self, txns: Vec<Txn>) -> Result<Result<Zxid, String>, Fatal> {
+        let n = txns.len() as u64;
+        let time_ms = self.stamp_time();
+        let payloads = txns
+            .into_iter()
+            .map(|txn| bytes::Bytes::from(entry_codec::encode(&Entry { time_ms, txn })))
+            .collect();
+        let proposed = match self.core.propose(&StoreLog(&self.store), payloads) {
+            Ok(p) => p,
+            Err(keeper_zab::ZabError::Log(e)) => return Err(Fatal(e.to_string())),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if proposed.last.0 - proposed.first.0 + 1 != n {
+            // The core promises consecutive zxids within one epoch.
+            return Err(Fatal(format!(
+                "core gave non-consecutive zxids {}..{} for {n} entries",
+                proposed.first, proposed.last
+            )));
+        }
+        let m = &self.shared.metrics;
+        m.proposals.fetch_add(n, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        self.propose_started.insert(proposed.last, Instant::now());
+        self.execute(proposed.actions).await?;
+        Ok(Ok(proposed.first))
+    }
+
+    /// Leader timestamps never go backwards.
+    fn stamp_time(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_time_ms = self.last_time_ms.max(now);
+        self.last_time_ms
+    }
+
+    fn is_serving_leader(&self) -> bool {
+        self.known.0 == keeper_zab::Role::Leading && self.known.3
+    }
+
+    // ---- executing the core's actions ---------------------------------------
+
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), Fatal> {
+        for action in actions {
+            match action {
+                Action::Send { to, msg } => {
+                    // A message to a peer with no link is lost; ZAB recovers.
+                    let _ = self.peers.send(to, PeerMsg::Zab(msg));
+                }
+                Action::Append { entries } => {
+                    let Some(last) = entries.last().map(|e| e.zxid) else {
+                        continue;
+                    };
+                    let rows: Vec<(Zxid, Vec<u8>)> =
+                        entries.iter().map(|e| (e.zxid, e.data.to_vec())).collect();
+                    self.store.append_log_unsynced(&rows)?;
+                    self.note_appended(entries.len() as u64, last);
+                    self.sync.appended(self.generation, last);
+                }
+                Action::Truncate { to } => {
+                    if to < self.submitted {
+                        return Err(Fatal(format!(
+                            "asked to truncate to {to} below the applied {}",
+                            self.submitted
+                        )));
+                    }
+                    self.store.truncate_log_after(to)?;
+                    self.generation += 1;
+                    self.samples.retain(|(_, z)| *z <= to);
+                }
+                Action::PersistAcceptedEpoch { epoch } => {
+                    let mut meta = self.store.zab_meta();
+                    meta.accepted_epoch = epoch;
+                    self.store.set_zab_meta(meta)?;
+                }
+                Action::PersistCurrentEpoch { epoch } => {
+                    let mut meta = self.store.zab_meta();
+                    meta.current_epoch = epoch;
+                    self.store.set_zab_meta(meta)?;
+                }
+                Action::Commit { upto } => self.commit(upto).await?,
+                Action::SendSnapshot { to } => self.send_snapshot(to).await?,
+                Action::RoleChanged {
+                    role,
+                    leader,
+                    epoch,
+                    serving,
+                } => self.role_changed(role, leader, epoch, serving),
+                Action::ReadReady { ctx, zxid } => {
+                    if let Some(reply) = self.reads.remove(&ctx) {
+                        let _ = reply.send(Ok(zxid));
+                    }
+                }
+                Action::ReadFailed { ctx } => {
+                    if let Some(reply) = self.reads.remove(&ctx) {
+                        let _ = reply.send(Err(ProposeError::Unavailable(
+                            "read barrier failed: no leader with a quorum".into(),
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the newly committed entries back from the local log and hands
+    /// them, with their waiting requests, to the applier.
+    async fn commit(&mut self, upto: Zxid) -> Result<(), Fatal> {
+        while self.submitted < upto {
+            let rows = self.store.read_log(self.submitted, COMMIT_READ_CHUNK)?;
+            if rows.is_empty() {
+                return Err(Fatal(format!(
+                    "committed entries after {} up to {upto} are not in the local log",
+                    self.submitted
+                )));
+            }
+            let mut batch = Vec::with_capacity(rows.len());
+            for (zxid, bytes) in rows {
+                if zxid > upto {
+                    break;
+                }
+                let entry = entry_codec::decode(&bytes)?;
+                if let Some(started) = self.propose_started.remove(&zxid) {
+                    let m = &self.shared.metrics;
+                    m.commit_latency_us_total
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    m.commits_timed.fetch_add(1, Ordering::Relaxed);
+                }
+                batch.push(Committed {
+                    zxid,
+                    entry,
+                    reply: self.waiters.remove(&zxid),
+                });
+                self.submitted = zxid;
+            }
+            self.applier.submit(batch).await;
+        }
+        Ok(())
+    }
+
+    fn role_changed(
+        &mut self,
+        role: keeper_zab::Role,
+        leader: Option<NodeId>,
+        epoch: u32,
+        serving: bool,
+    ) {
+        let old = self.known;
+        self.known = (role, leader, epoch, serving);
+        if (old.0, old.1, old.2) != (role, leader, epoch) {
+            if old.0 != keeper_zab::Role::Looking || role != keeper_zab::Role::Looking {
+                self.shared
+                    .metrics
+                    .leader_changes
+                    .fetch_add(u64::from(old.1 != leader), Ordering::Relaxed);
+            }
+            self.fail_all_waiting("leadership changed; the write's outcome is unknown");
+            self.propose_started.clear();
+            self.keepalives.clear();
+        }
+        let became_leader = role == keeper_zab::Role::Leading
+            && serving
+            && !(old.0 == keeper_zab::Role::Leading && old.3);
+        tracing::info!(
+            id = self.opts.id,
+            ?role,
+            ?leader,
+            epoch,
+            serving,
+            "role changed"
+        );
+        self.publish_status();
+        if became_leader {
+            self.hooks.leadership_gained();
+        }
+    }
+
+    fn fail_all_waiting(&mut self, why: &str) {
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
+        }
+        self.fail_forwards(why);
+    }
+
+    fn fail_forwards(&mut self, why: &str) {
+        for (_, reply) in self.forwards.drain() {
+            let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
+        }
+        self.forward_out.clear();
+    }
+
+    fn flush_forwards(&mut self) {
+        if self.forward_out.is_empty() {
+            return;
+        }
+        let reqs = std::mem::take(&mut self.forward_out);
+        let leader = match self.known {
+            (keeper_zab::Role::Following, Some(l), _, true) => l,
+            _ => {
+                for (req, _) in reqs {
+                    if let Some(reply) = self.forwards.remove(&req) {
+                        let _ = reply.send(Err(ProposeError::Unavailable("no leader".into())));
+                    }
+                }
+                return;
+            }
+        };
+        if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs: reqs.clone() }) {
+            for (req, _) in reqs {
+                if let Some(reply) = self.forwards.remove(&req) {
+                    let _ = reply.send(Err(ProposeError::Unavailable(format!(
+                        "cannot reach the leader: {e}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn flush_keepalives(&mut self) {
+        if self.keepalives.is_empty() {
+            return;
+        }
+        let ids: Vec<SessionId> = self.keepalives.drain().collect();
+        if let (keeper_zab::Role::Following, Some(leader), _, _) = self.known {
+            let _ = self.peers.send(leader, PeerMsg::Keepalives { ids });
+        }
+    }
+
+    // ---- snapshots ----------------------------------------------------------
+
+    async fn send_snapshot(&mut self, to: NodeId) -> Result<(), Fatal> {
+        // The snapshot must contain every commit emitted so far: drain the applier.
+        self.wait_applied(self.submitted).await?;
+        self.snapshots_out += 1;
+        let dir = self
+            .opts
+            .snapshot_dir
+            .join(format!("out-{to}-{}", self.snapshots_out));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&self.opts.snapshot_dir)?;
+        let zxid = self.store.checkpoint(&dir)?;
+        tracing::info!(peer = to, zxid = %zxid, "streaming a snapshot (SNAP)");
+        let peers = self.peers.clone();
+        let chunk = self.opts.snapshot_chunk_bytes;
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let ok = snapshot::stream_checkpoint(peers, to, dir, zxid, chunk).await;
+            let _ = tx.send(Internal::SnapshotSent { to, zxid, ok });
+        });
+        Ok(())
+    }
+
+    async fn install_snapshot(&mut self, inc: snapshot::Incoming) -> Result<(), Fatal> {
+        self.wait_applied(self.submitted).await?;
+        let zxid = self.store.install_snapshot(&inc.dir)?;
+        let _ = std::fs::remove_dir_all(&inc.dir);
+        self.generation += 1;
+        self.submitted = zxid;
+        self.samples.clear();
+        self.appended_since_sample = 0;
+        self.applier.reset_to(zxid).await;
+        self.shared
+            .metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(zxid = %zxid, from = inc.from, "installed a snapshot from the leader");
+        let actions = self.core.snapshot_installed(zxid);
+        self.execute(actions).await
+    }
+
+    async fn wait_applied(&self, zxid: Zxid) -> Result<(), Fatal> {
+        if self.view.has_failed() {
+            return Err(Fatal("the applier failed".into()));
+        }
+        self.view
+            .wait_for(zxid, Duration::from_secs(60))
+            .await
+            .map(|_| ())
+            .map_err(|e| Fatal(format!("applier did not catch up: {e}")))
+    }
+
+    // ---- log compaction -----------------------------------------------------
+
+    fn note_appended(&mut self, count: u64, last: Zxid) {
+        self.appended_since_sample += count;
+        if self.appended_since_sample >= COMPACTION_SAMPLE_ENTRIES {
+            let total = self.samples.back().map(|(n, _)| *n).unwrap_or(0) + self.appended_since_sample;
+            self.samples.push_back((total, last));
+            self.appended_since_sample = 0;
+        }
+    }
+
+    /// Removes log entries older than `log_retain_entries` behind the newest
+    /// sample, never above what is applied (the store is the snapshot).
+    fn maybe_compact(&mut self) -> Result<(), Fatal> {
+        let Some(&(newest, _)) = self.samples.back() else {
+            return Ok(());
+        };
+        let applied = self.view.applied_zxid();
+        let mut cut = None;
+        while let Some(&(n, z)) = self.samples.front() {
+            if newest - n > self.opts.log_retain_entries && z <= applied {
+                cut = Some(z);
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let Some(z) = cut {
+            self.store.compact_log_before(z)?;
+            tracing::debug!(before = %z, "compacted the log");
+        }
+        Ok(())
+    }
+
+    // ---- status -------------------------------------------------------------
+
+    fn publish_status(&self) {
+        let st = self.core.status();
+        let role = match (st.role, st.serving) {
+            (keeper_zab::Role::Leading, true) => Role::Leader,
+            (keeper_zab::Role::Following, true) => Role::Follower,
+            _ => Role::Looking,
+        };
+        let leader = if st.serving { st.leader } else { None };
+        let status = ClusterStatus {
+            id: self.opts.id,
+            role,
+            leader,
+            epoch: st.current_epoch,
+            last_logged_zxid: st.last_zxid.0,
+            committed_zxid: st.committed_zxid.0,
+            applied_zxid: self.view.applied_zxid().0,
+            members: members_status(&self.opts.members, self.opts.id, role, leader),
+        };
+        if let Ok(mut s) = self.shared.status.write() {
+            *s = status;
+        }
+        if let Ok(mut lag) = self.shared.follower_lag.write() {
+            *lag = st
+                .followers
+                .iter()
+                .map(|f| (f.id, st.committed_zxid.0.saturating_sub(f.acked_zxid.0)))
+                .collect();
+        }
+    }
+}

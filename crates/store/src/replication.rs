@@ -1,0 +1,172 @@
+//! What replication needs from the store beyond apply: log queries for the
+//! ZAB core's `LogReader` (the server's driver wraps these), and installing a
+//! leader's snapshot in place (ZAB SNAP catch-up).
+//!
+//! Installing in place (rather than swapping the data directory) keeps the
+//! live `Store` that readers hold valid: one synced write batch replaces the
+//! tree, the sessions and their indexes, sets `last_applied` to the
+//! snapshot's zxid, empties the log and sets its floor to that zxid. Readers
+//! see either the old state or the new one, never a mix; a crash leaves one
+//! of the two. The member's own ZAB epochs are kept.
+
+use crate::keys::{decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, META_LAST_APPLIED, META_LOG_FLOOR};
+use crate::{Store, StoreError};
+use keeper_zab::Zxid;
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+impl Store {
+    /// The log's floor: every zxid at or below it has been compacted away or
+    /// replaced by an installed snapshot (`Zxid::ZERO` if none).
+    pub fn log_floor_zxid(&self) -> Result<Zxid, StoreError> {
+        self.log_floor().map(Zxid)
+    }
+
+    /// Whether the log holds an entry at exactly `zxid`.
+    pub fn log_contains(&self, zxid: Zxid) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_LOG)?, u64_key(zxid.0))?.is_some())
+    }
+
+    /// The largest logged zxid `<= zxid`, if any entry at or below it is retained.
+    pub fn log_entry_at_or_below(&self, zxid: Zxid) -> Result<Option<Zxid>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOG)?);
+        it.seek_for_prev(u64_key(zxid.0));
+        match it.key() {
+            Some(key) => Ok(Some(Zxid(decode_u64(key, "log key")?))),
+            None => {
+                it.status()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replaces this store's tree, sessions and indexes with those of the
+    /// checkpoint in `checkpoint_dir` (written by [`Store::checkpoint`] on the
+    /// leader), in one synced batch. Afterwards `last_applied` is the
+    /// checkpoint's, the log is empty and its floor is that zxid. The caller
+    /// must make sure no `apply` runs concurrently (the applier is drained).
+    /// Returns the snapshot's zxid.
+    pub fn install_snapshot(&self, checkpoint_dir: &Path) -> Result<Zxid, StoreError> {
+        let snap = DB::open_cf_for_read_only(&Options::default(), checkpoint_dir, ALL_CFS, false)?;
+        let snap_meta = snap
+            .cf_handle(CF_META)
+            .ok_or_else(|| StoreError::Rocks("snapshot lacks the meta column family".into()))?;
+        let zxid = match snap.get_pinned_cf(snap_meta, META_LAST_APPLIED)? {
+            Some(v) => decode_u64(&v, "snapshot last_applied")?,
+            None => {
+                return Err(StoreError::Corrupt {
+                    what: "snapshot",
+                    detail: "no last_applied".into(),
+                })
+            }
+        };
+        let _apply = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _log = self.log_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        for name in ALL_CFS {
+            if name == CF_META {
+                continue;
+            }
+            let live = self.cf(name)?;
+            // Delete every live key (the spaces are small next to a full copy).
+            let mut it = self.db.raw_iterator_cf(live);
+            it.seek_to_first();
+            while let Some(key) = it.key() {
+                batch.delete_cf(live, key);
+                it.next();
+            }
+            it.status()?;
+            if name == CF_LOG {
+                continue; // the leader's log (and its uncommitted tail) is not ours
+            }
+            let from = snap
+                .cf_handle(name)
+                .ok_or_else(|| StoreError::Rocks(format!("snapshot lacks column family {name}")))?;
+            let mut it = snap.raw_iterator_cf(from);
+            it.seek_to_first();
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
+                batch.put_cf(live, key, value);
+                it.next();
+            }
+            it.status()?;
+        }
+        let meta = self.cf(CF_META)?;
+        batch.put_cf(meta, META_LAST_APPLIED, u64_key(zxid));
+        batch.put_cf(meta, META_LOG_FLOOR, u64_key(zxid));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        self.last_applied.store(zxid, Ordering::Release);
+        self.last_logged.store(zxid, Ordering::Release);
+        Ok(Zxid(zxid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Entry, NodeMode, Op, Store, StoreConfig, Txn};
+    use bytes::Bytes;
+    use keeper_zab::Zxid;
+
+    fn create(path: &str, data: &str) -> Entry {
+        Entry {
+            time_ms: 1,
+            txn: Txn::Op(Op::Create {
+                path: path.into(),
+                data: Bytes::from(data.to_string()),
+                mode: NodeMode::Persistent,
+                session: 0,
+                ttl_ms: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn installed_snapshot_replaces_tree_and_log_but_keeps_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = Store::open(&dir.path().join("leader"), StoreConfig::default()).unwrap();
+        leader.apply(Zxid::new(1, 1), &create("/a", "x")).unwrap();
+        leader.apply(Zxid::new(1, 2), &create("/a/b", "y")).unwrap();
+        leader
+            .append_log(&[(Zxid::new(1, 3), vec![1, 2, 3])])
+            .unwrap();
+        let cp = dir.path().join("cp");
+        assert_eq!(leader.checkpoint(&cp).unwrap(), Zxid::new(1, 2));
+
+        let follower = Store::open(&dir.path().join("f"), StoreConfig::default()).unwrap();
+        follower
+            .set_zab_meta(crate::ZabMeta { accepted_epoch: 7, current_epoch: 6 })
+            .unwrap();
+        follower.apply(Zxid::new(1, 1), &create("/old", "z")).unwrap();
+        follower
+            .append_log(&[(Zxid::new(1, 1), vec![9]), (Zxid::new(1, 2), vec![9])])
+            .unwrap();
+
+        assert_eq!(follower.install_snapshot(&cp).unwrap(), Zxid::new(1, 2));
+        assert_eq!(follower.last_applied(), Zxid::new(1, 2));
+        assert_eq!(follower.last_logged(), Zxid::new(1, 2));
+        assert_eq!(follower.log_floor_zxid().unwrap(), Zxid::new(1, 2));
+        assert!(follower.read_log(Zxid::ZERO, 10).unwrap().is_empty());
+        assert!(follower.get("/old").unwrap().is_none());
+        assert_eq!(follower.get("/a/b").unwrap().unwrap().0, Bytes::from("y"));
+        assert_eq!(follower.tree_digest().unwrap(), leader.tree_digest().unwrap());
+        assert_eq!(follower.zab_meta().accepted_epoch, 7);
+
+        // It survives a reopen.
+        drop(follower);
+        let follower = Store::open(&dir.path().join("f"), StoreConfig::default()).unwrap();
+        assert_eq!(follower.last_applied(), Zxid::new(1, 2));
+        assert_eq!(follower.tree_digest().unwrap(), leader.tree_digest().unwrap());
+        follower
+            .append_log_unsynced(&[(Zxid::new(2, 1), vec![1])])
+            .unwrap();
+        follower.sync_wal().unwrap();
+        assert!(follower.log_contains(Zxid::new(2, 1)).unwrap());
+        assert_eq!(
+            follower.log_entry_at_or_below(Zxid::new(2, 5)).unwrap(),
+            Some(Zxid::new(2, 1))
+        );
+        assert_eq!(follower.log_entry_at_or_below(Zxid::new(1, 9)).unwrap(), None);
+    }
+}
