@@ -298,3 +298,89 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String
     let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
     resp.json::<Value>().await.map_err(|e| e.to_string())
 }
+
+/// The outcome of one HTTP call in a test: status and JSON body (or Null).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The error code of an error body, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+/// Sends a request with an optional JSON body; `Err` only for transport failures.
+pub async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<Reply, String> {
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply { status, body })
+}
+
+/// `POST /v1/nodes{path}` with UTF-8 data.
+pub async fn create(http: &reqwest::Client, base: &str, path: &str, data: &str) -> Result<Reply, String> {
+    call(
+        http,
+        reqwest::Method::POST,
+        &format!("{base}/v1/nodes{path}"),
+        Some(serde_json::json!({ "data": data })),
+    )
+    .await
+}
+
+/// `GET /v1/nodes{path}`; linearizable when asked.
+pub async fn read(http: &reqwest::Client, base: &str, path: &str, linearizable: bool) -> Result<Reply, String> {
+    let q = if linearizable { "?consistency=linearizable" } else { "" };
+    call(http, reqwest::Method::GET, &format!("{base}/v1/nodes{path}{q}"), None).await
+}
+
+/// Waits until every running member reports the same applied zxid and the
+/// same tree digest; returns the digest, or `Err` with what differed.
+pub async fn converged_digest(cluster: &Cluster, timeout: Duration) -> Result<u64, String> {
+    let http = http_client();
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut seen = Vec::new();
+        for m in &cluster.members {
+            if m.child.is_none() {
+                continue;
+            }
+            match get_json(&http, &format!("{}/v1/cluster/digest", m.url())).await {
+                Ok(v) => seen.push((m.id, v["applied_zxid"].as_u64(), v["digest"].as_u64())),
+                Err(e) => {
+                    seen.push((m.id, None, None));
+                    last = e;
+                }
+            }
+        }
+        let first = seen.first().map(|s| (s.1, s.2));
+        if first.is_some_and(|(z, d)| z.is_some() && d.is_some())
+            && seen.iter().all(|s| Some((s.1, s.2)) == first)
+        {
+            if let Some((_, Some(d))) = first {
+                return Ok(d);
+            }
+        }
+        last = format!("{seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("members did not converge: {last}"))
+}

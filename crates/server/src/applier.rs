@@ -44,13 +44,26 @@ pub struct ApplierOptions {
     pub queue_batches: usize,
     /// Change events buffered for slow subscribers before they lag.
     pub event_channel_capacity: usize,
+    /// Replay logged entries above `last_applied` at start. True for a
+    /// standalone member (everything logged is committed); false in a
+    /// cluster, where the log's tail may be uncommitted and the ZAB driver
+    /// hands over exactly the committed entries.
+    pub replay_log: bool,
+}
+
+/// What travels to the apply thread.
+enum ApplierMsg {
+    /// Committed entries, ascending zxids, continuing the previous batch.
+    Batch(Vec<Committed>),
+    /// The store was replaced by a snapshot at this zxid (already installed).
+    Reset(Zxid),
 }
 
 /// The sending side: the proposer's handle for committed batches.
 /// When every `ApplierInput` is dropped, the apply thread drains and exits.
 #[derive(Clone)]
 pub struct ApplierInput {
-    tx: mpsc::Sender<Vec<Committed>>,
+    tx: mpsc::Sender<ApplierMsg>,
 }
 
 impl ApplierInput {
@@ -58,16 +71,27 @@ impl ApplierInput {
     /// batch) from a blocking thread. On failure, the batch's waiters are
     /// answered `Unavailable` (the applier is gone: shutting down).
     pub fn blocking_submit(&self, batch: Vec<Committed>) {
-        if let Err(mpsc::error::SendError(batch)) = self.tx.blocking_send(batch) {
+        if let Err(mpsc::error::SendError(ApplierMsg::Batch(batch))) =
+            self.tx.blocking_send(ApplierMsg::Batch(batch))
+        {
             fail_all(batch, ProposeError::Unavailable("applier stopped".into()));
         }
     }
 
     /// Queues a committed batch from async code (see [`Self::blocking_submit`]).
     pub async fn submit(&self, batch: Vec<Committed>) {
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch).await {
+        if let Err(mpsc::error::SendError(ApplierMsg::Batch(batch))) =
+            self.tx.send(ApplierMsg::Batch(batch)).await
+        {
             fail_all(batch, ProposeError::Unavailable("applier stopped".into()));
         }
+    }
+
+    /// Tells the apply thread that the store now holds a snapshot at `zxid`
+    /// (installed by the caller after the applier drained): the applied
+    /// watch jumps there and the next batch continues after it.
+    pub async fn reset_to(&self, zxid: Zxid) {
+        let _ = self.tx.send(ApplierMsg::Reset(zxid)).await;
     }
 }
 
@@ -142,7 +166,7 @@ impl Applier {
     /// Replays the log above `last_applied` into the store (blocking), then
     /// starts the apply thread. Call from a blocking context.
     pub fn start(store: Arc<Store>, options: ApplierOptions) -> Result<Applier, StoreError> {
-        let replayed = replay(&store)?;
+        let replayed = if options.replay_log { replay(&store)? } else { 0 };
         if replayed > 0 {
             tracing::info!(replayed, applied = %store.last_applied(), "replayed log entries");
         }
@@ -185,13 +209,21 @@ fn replay(store: &Store) -> Result<usize, StoreError> {
 
 fn apply_loop(
     store: Arc<Store>,
-    mut rx: mpsc::Receiver<Vec<Committed>>,
+    mut rx: mpsc::Receiver<ApplierMsg>,
     applied_tx: watch::Sender<Zxid>,
     events: broadcast::Sender<ChangeEvent>,
     failed: Arc<AtomicBool>,
 ) {
     let mut last = store.last_applied();
-    while let Some(batch) = rx.blocking_recv() {
+    while let Some(msg) = rx.blocking_recv() {
+        let batch = match msg {
+            ApplierMsg::Batch(batch) => batch,
+            ApplierMsg::Reset(zxid) => {
+                last = zxid;
+                applied_tx.send_replace(last);
+                continue;
+            }
+        };
         for committed in batch {
             if failed.load(Ordering::Acquire) {
                 fail_one(committed, "an earlier apply failed");

@@ -99,6 +99,24 @@ pub struct Config {
     pub event_channel_capacity: usize,
     /// After a shutdown signal, how long in-flight requests may take to finish, in ms.
     pub shutdown_grace_ms: u64,
+
+    /// Cluster only: the name every member must share (checked in the peer handshake).
+    pub cluster_name: String,
+    /// Cluster only: wall time of one consensus tick, in ms (heartbeats and
+    /// timeouts of the ZAB core are counted in ticks).
+    pub tick_ms: u64,
+    /// Cluster only: ticks without a leader's heartbeat before a follower starts
+    /// an election (randomized up to twice this).
+    pub election_timeout_ticks: u64,
+    /// Cluster only: ticks a leader keeps leading without hearing from a quorum.
+    pub step_down_ticks: u64,
+    /// Cluster only: writes a follower forwards to the leader and waits on at once.
+    pub max_pending_forwards: usize,
+    /// Cluster only: log entries kept behind the applied state for DIFF catch-up;
+    /// a member further behind catches up by snapshot (SNAP).
+    pub log_retain_entries: u64,
+    /// Cluster only: size of one snapshot chunk on the peer link, in bytes.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for Config {
@@ -127,6 +145,13 @@ impl Default for Config {
             max_reap_batch: 1_000,
             event_channel_capacity: 4_096,
             shutdown_grace_ms: 10_000,
+            cluster_name: "keeper".to_string(),
+            tick_ms: 50,
+            election_timeout_ticks: 10,
+            step_down_ticks: 10,
+            max_pending_forwards: 10_000,
+            log_retain_entries: 100_000,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -201,6 +226,12 @@ impl Config {
                 self.max_concurrent_requests as u64,
             ),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("tick_ms", self.tick_ms),
+            ("election_timeout_ticks", self.election_timeout_ticks),
+            ("step_down_ticks", self.step_down_ticks),
+            ("max_pending_forwards", self.max_pending_forwards as u64),
+            ("log_retain_entries", self.log_retain_entries),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
             ("max_session_timeout_ms", self.max_session_timeout_ms),

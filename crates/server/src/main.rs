@@ -100,6 +100,27 @@ struct ServerArgs {
     /// Time in-flight requests get after SIGTERM, in ms.
     #[arg(long, env = "KEEPER_SHUTDOWN_GRACE_MS", value_name = "MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Cluster name every member must share (peer handshake).
+    #[arg(long, env = "KEEPER_CLUSTER_NAME", value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// Wall time of one consensus tick, in ms.
+    #[arg(long, env = "KEEPER_TICK_MS", value_name = "MS")]
+    tick_ms: Option<u64>,
+    /// Ticks without a leader before a follower starts an election.
+    #[arg(long, env = "KEEPER_ELECTION_TIMEOUT_TICKS", value_name = "TICKS")]
+    election_timeout_ticks: Option<u64>,
+    /// Ticks a leader keeps leading without hearing from a quorum.
+    #[arg(long, env = "KEEPER_STEP_DOWN_TICKS", value_name = "TICKS")]
+    step_down_ticks: Option<u64>,
+    /// Writes a follower forwards to the leader and waits on at once.
+    #[arg(long, env = "KEEPER_MAX_PENDING_FORWARDS", value_name = "N")]
+    max_pending_forwards: Option<usize>,
+    /// Log entries kept behind the applied state for DIFF catch-up.
+    #[arg(long, env = "KEEPER_LOG_RETAIN_ENTRIES", value_name = "N")]
+    log_retain_entries: Option<u64>,
+    /// Size of one snapshot chunk on the peer link, in bytes.
+    #[arg(long, env = "KEEPER_SNAPSHOT_CHUNK_BYTES", value_name = "BYTES")]
+    snapshot_chunk_bytes: Option<usize>,
 }
 
 /// The default of every option, shown in `--help` (from `Config::default()`).
@@ -144,6 +165,13 @@ fn defaults() -> Vec<(&'static str, String)> {
             d.event_channel_capacity.to_string(),
         ),
         ("shutdown_grace_ms", d.shutdown_grace_ms.to_string()),
+        ("cluster_name", d.cluster_name.clone()),
+        ("tick_ms", d.tick_ms.to_string()),
+        ("election_timeout_ticks", d.election_timeout_ticks.to_string()),
+        ("step_down_ticks", d.step_down_ticks.to_string()),
+        ("max_pending_forwards", d.max_pending_forwards.to_string()),
+        ("log_retain_entries", d.log_retain_entries.to_string()),
+        ("snapshot_chunk_bytes", d.snapshot_chunk_bytes.to_string()),
     ]
 }
 
@@ -200,6 +228,13 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         max_reap_batch,
         event_channel_capacity,
         shutdown_grace_ms,
+        cluster_name,
+        tick_ms,
+        election_timeout_ticks,
+        step_down_ticks,
+        max_pending_forwards,
+        log_retain_entries,
+        snapshot_chunk_bytes,
     );
     if let Some(list) = &args.peers {
         config.peers = PeerSpec::parse_list(list).map_err(|e| e.to_string())?;

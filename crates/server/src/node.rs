@@ -1,12 +1,15 @@
 //! Assembly of one member: open the store, replay, start the write path,
 //! sessions and reaper, serve HTTP, and shut all of it down in order.
 //!
-//! Start order: `Store::open` -> [`Applier::start`] (replays the log above
-//! `last_applied`) -> [`StandaloneProposer::start`] (new epoch, persisted) ->
-//! session tracker rebuilt from the store -> background tasks -> ready.
+//! Start order: `Store::open` -> [`Applier::start`] (standalone: replays the
+//! log above `last_applied`) -> the write path: [`StandaloneProposer::start`]
+//! (new epoch, persisted), or, with `--peers`, the peer transport and the
+//! [`ZabProposer`] (the ZAB driver; it joins an election) -> session tracker
+//! rebuilt from the store -> background tasks -> ready.
 //!
 //! Shutdown order ([`Node::shutdown`]): not ready -> background tasks stop ->
-//! the proposer stops taking txns and flushes what is queued -> the applier
+//! the write path stops taking txns (standalone: flushes what is queued;
+//! cluster: the driver stops, then the peer links close) -> the applier
 //! drains and exits -> the last `Arc<Store>` drops (RocksDB closes).
 
 use crate::applier::{Applier, ApplierOptions};
@@ -14,9 +17,11 @@ use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
+use crate::peer::{PeerConfig, PeerHandle, PeerNetwork};
 use crate::reaper;
-use crate::sessions::{self, Sessions};
+use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
+use crate::zab_driver::{MemberAddr, PeerMsg, ZabOptions, ZabProposer};
 use keeper_store::{Store, StoreError};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,10 +47,20 @@ pub enum ServerError {
 /// Committed batches queued between the log writer and the applier.
 const APPLIER_QUEUE_BATCHES: usize = 64;
 
+/// The write path this member runs.
+enum WritePath {
+    Standalone(Arc<StandaloneProposer>),
+    Cluster {
+        proposer: Arc<ZabProposer>,
+        peers: PeerHandle<PeerMsg>,
+        stop_driver: watch::Sender<bool>,
+    },
+}
+
 /// A running member (without its HTTP listener): see the module docs.
 pub struct Node {
     state: AppState,
-    proposer: Arc<StandaloneProposer>,
+    write_path: WritePath,
     applier_thread: std::thread::JoinHandle<()>,
     stop_tasks: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -56,11 +71,7 @@ impl Node {
     /// write path and background tasks. Serving can begin when this returns.
     pub async fn start(config: Config) -> Result<Node, ServerError> {
         config.validate()?;
-        if !config.is_standalone() {
-            tracing::warn!(
-                "--peers given, but replication is not available yet: running standalone"
-            );
-        }
+        let cluster = !config.is_standalone();
         let metrics = Arc::new(Metrics::default());
         let cfg = config.clone();
         let metrics_for_start = metrics.clone();
@@ -72,8 +83,13 @@ impl Node {
                 ApplierOptions {
                     queue_batches: APPLIER_QUEUE_BATCHES,
                     event_channel_capacity: cfg.event_channel_capacity,
+                    replay_log: !cluster,
                 },
             )?;
+            let sessions = store.sessions()?;
+            if cluster {
+                return Ok::<_, ServerError>((store, applier, None, sessions));
+            }
             let proposer = StandaloneProposer::start(
                 store.clone(),
                 applier.input,
@@ -87,18 +103,49 @@ impl Node {
                 },
                 metrics_for_start,
             )?;
-            let sessions = store.sessions()?;
-            Ok::<_, ServerError>((store, applier.view, applier.thread, proposer, sessions))
+            Ok::<_, ServerError>((store, applier, Some(proposer), sessions))
         })
         .await
         .map_err(|e| ServerError::Internal(format!("startup task failed: {e}")))??;
-        let (store, view, applier_thread, proposer, existing_sessions) = started;
-        let proposer = Arc::new(proposer);
-        let dyn_proposer: Arc<dyn Proposer> = proposer.clone();
+        let (store, applier, standalone, existing_sessions) = started;
+        let view = applier.view.clone();
+        let applier_thread = applier.thread;
+        let tracker = Arc::new(SessionTracker::rebuild(
+            &existing_sessions,
+            std::time::Instant::now(),
+        ));
+        let (write_path, dyn_proposer): (WritePath, Arc<dyn Proposer>) = match standalone {
+            Some(p) => {
+                let p = Arc::new(p);
+                (WritePath::Standalone(p.clone()), p)
+            }
+            None => {
+                let (stop_driver, stop_rx) = watch::channel(false);
+                let (proposer, peers) = start_cluster(
+                    &config,
+                    store.clone(),
+                    applier.input,
+                    view.clone(),
+                    tracker.clone(),
+                    stop_rx,
+                )
+                .await?;
+                let proposer = Arc::new(proposer);
+                (
+                    WritePath::Cluster {
+                        proposer: proposer.clone(),
+                        peers,
+                        stop_driver,
+                    },
+                    proposer,
+                )
+            }
+        };
         let sessions = Arc::new(Sessions::new(
+            tracker,
+            store.clone(),
             dyn_proposer.clone(),
             metrics.clone(),
-            &existing_sessions,
             config.min_session_timeout_ms,
             config.max_session_timeout_ms,
         ));
@@ -136,7 +183,7 @@ impl Node {
         };
         Ok(Node {
             state,
-            proposer,
+            write_path,
             applier_thread,
             stop_tasks,
             tasks,
@@ -159,7 +206,7 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let Node {
             state,
-            proposer,
+            write_path,
             applier_thread,
             stop_tasks,
             tasks,
@@ -171,10 +218,21 @@ impl Node {
                 tracing::warn!(error = %e, "background task ended badly");
             }
         }
-        proposer.close().await;
+        match &write_path {
+            WritePath::Standalone(proposer) => proposer.close().await,
+            WritePath::Cluster {
+                proposer,
+                peers,
+                stop_driver,
+            } => {
+                let _ = stop_driver.send(true);
+                proposer.join().await;
+                peers.shutdown().await;
+            }
+        }
         let store = state.store.clone();
         drop(state);
-        drop(proposer);
+        drop(write_path);
         let joined = tokio::task::spawn_blocking(move || applier_thread.join())
             .await
             .map_err(|e| ServerError::Internal(format!("joining the applier: {e}")))?;
@@ -233,4 +291,71 @@ pub async fn run(
         }
     }
     node.shutdown().await
+}
+
+/// Starts the peer transport and the ZAB driver of a cluster member.
+async fn start_cluster(
+    config: &Config,
+    store: Arc<Store>,
+    input: crate::applier::ApplierInput,
+    view: crate::applier::AppliedView,
+    tracker: Arc<SessionTracker>,
+    stop: watch::Receiver<bool>,
+) -> Result<(ZabProposer, PeerHandle<PeerMsg>), ServerError> {
+    let listener = TcpListener::bind(&config.peer_addr).await?;
+    let peer_config = PeerConfig {
+        my_id: config.id,
+        cluster_name: config.cluster_name.clone(),
+        listen_addr: config.peer_addr.clone(),
+        peers: config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.addr.clone()))
+            .collect(),
+        ..PeerConfig::default()
+    };
+    let (peers, events) = PeerNetwork::<PeerMsg>::start(peer_config, listener)
+        .map_err(|e| ServerError::Internal(format!("peer transport: {e}")))?;
+    let zab = keeper_zab::Config {
+        election_timeout_ticks: config.election_timeout_ticks,
+        step_down_ticks: config.step_down_ticks,
+        max_batch_entries: config.max_batch_entries,
+        ..keeper_zab::Config::default()
+    };
+    let seed = config.id
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let options = ZabOptions {
+        id: config.id,
+        members: config
+            .peers
+            .iter()
+            .map(|p| MemberAddr {
+                id: p.id,
+                client_addr: if p.id == config.id {
+                    config.client_addr.clone()
+                } else {
+                    String::new()
+                },
+                peer_addr: p.addr.clone(),
+            })
+            .collect(),
+        snapshot_dir: config.data_dir.join("snapshots"),
+        tick_ms: config.tick_ms,
+        zab,
+        max_inflight_proposals: config.max_inflight_proposals,
+        max_batch_entries: config.max_batch_entries,
+        max_pending_forwards: config.max_pending_forwards,
+        max_keepalive_batch: 4096,
+        snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+        log_retain_entries: config.log_retain_entries,
+        read_barrier_wait_ms: config.min_zxid_wait_ms,
+        seed,
+    };
+    tracing::info!(id = config.id, peers = config.peers.len(), peer_addr = %config.peer_addr, "starting as a cluster member");
+    let proposer = ZabProposer::start(store, input, view, peers.clone(), events, tracker, options, stop)
+        .map_err(ServerError::Internal)?;
+    Ok((proposer, peers))
 }

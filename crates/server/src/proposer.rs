@@ -97,4 +97,22 @@ pub trait Proposer: Send + Sync + 'static {
 
     /// This member's current view (role, leader, zxids, members).
     fn status(&self) -> ClusterStatus;
+
+    /// True when this member owns session deadlines and the reaper: the
+    /// standalone member, or the established leader of a cluster.
+    fn is_leader(&self) -> bool {
+        matches!(self.status().role, Role::Standalone | Role::Leader)
+    }
+
+    /// Relays a keepalive for session `id` to the member that owns session
+    /// deadlines (batched, not logged). A standalone member tracks its own
+    /// sessions, so the default does nothing.
+    fn relay_keepalive(&self, id: keeper_store::SessionId) {
+        let _ = id;
+    }
+
+    /// Appends this write path's own metrics (Prometheus text) to `out`.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }

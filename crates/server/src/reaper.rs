@@ -78,7 +78,10 @@ pub async fn run_reaper(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                reap_once(&store, proposer.as_ref(), &metrics, max_batch).await;
+                // Only the leader (or the standalone member) proposes reaps.
+                if proposer.is_leader() {
+                    reap_once(&store, proposer.as_ref(), &metrics, max_batch).await;
+                }
             }
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
         }

@@ -14,8 +14,10 @@
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::proposer::{ProposeError, Proposer};
+use crate::zab_driver::SessionHooks;
+use keeper_store::Store;
 use keeper_store::{SessionId, SessionInfo, Txn, TxnOutcome};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +33,20 @@ struct Tracked {
 #[derive(Debug, Default)]
 pub struct SessionTracker {
     sessions: Mutex<HashMap<SessionId, Tracked>>,
+    /// Sessions taken out as expired whose close is not applied yet: a
+    /// keepalive for them is refused, and a reconcile does not revive them.
+    closing: Mutex<HashSet<SessionId>>,
+}
+
+/// What a keepalive found in the tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Live: the deadline moved; here is the session's timeout.
+    Touched(u64),
+    /// Past its deadline or being closed.
+    Expired,
+    /// Not tracked (maybe created through another member a moment ago).
+    Unknown,
 }
 
 impl SessionTracker {
@@ -65,13 +81,60 @@ impl SessionTracker {
     /// Refreshes a live session's deadline; returns its timeout, or `None`
     /// if it is unknown or already past its deadline.
     pub fn touch(&self, id: SessionId, now: Instant) -> Option<u64> {
+        match self.touch_state(id, now) {
+            Touch::Touched(t) => Some(t),
+            Touch::Expired | Touch::Unknown => None,
+        }
+    }
+
+    /// Like [`Self::touch`], telling "expired" apart from "unknown".
+    pub fn touch_state(&self, id: SessionId, now: Instant) -> Touch {
+        if self.closing_lock().contains(&id) {
+            return Touch::Expired;
+        }
         let mut map = self.lock();
-        let tracked = map.get_mut(&id)?;
+        let Some(tracked) = map.get_mut(&id) else {
+            return Touch::Unknown;
+        };
         if tracked.deadline <= now {
-            return None;
+            return Touch::Expired;
         }
         tracked.deadline = now + Duration::from_millis(tracked.timeout_ms);
-        Some(tracked.timeout_ms)
+        Touch::Touched(tracked.timeout_ms)
+    }
+
+    fn closing_lock(&self) -> std::sync::MutexGuard<'_, HashSet<SessionId>> {
+        match self.closing.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Makes the tracker match the store's live sessions: sessions created
+    /// through other members start with a full timeout from `now`; closed
+    /// ones are forgotten.
+    pub fn reconcile(&self, live: &[SessionInfo], now: Instant) {
+        let ids: HashSet<SessionId> = live.iter().map(|s| s.id).collect();
+        let mut closing = self.closing_lock();
+        closing.retain(|id| ids.contains(id));
+        let mut map = self.lock();
+        map.retain(|id, _| ids.contains(id));
+        for s in live {
+            if !closing.contains(&s.id) {
+                map.entry(s.id).or_insert(Tracked {
+                    timeout_ms: s.timeout_ms,
+                    deadline: now + Duration::from_millis(s.timeout_ms),
+                });
+            }
+        }
+    }
+
+    /// Gives every tracked session a full timeout from `now` (a new leader
+    /// must not expire sessions whose keepalives went to the old one).
+    pub fn refresh_all(&self, now: Instant) {
+        for t in self.lock().values_mut() {
+            t.deadline = now + Duration::from_millis(t.timeout_ms);
+        }
     }
 
     /// Stops tracking `id`; returns whether it was tracked and still live.
@@ -93,6 +156,7 @@ impl SessionTracker {
         for id in &expired {
             map.remove(id);
         }
+        self.closing_lock().extend(expired.iter().copied());
         expired
     }
 
@@ -107,9 +171,29 @@ impl SessionTracker {
     }
 }
 
+impl SessionHooks for SessionTracker {
+    fn touched(&self, ids: &[SessionId]) {
+        let now = Instant::now();
+        for id in ids {
+            self.touch(*id, now);
+        }
+    }
+
+    fn leadership_gained(&self) {
+        self.refresh_all(Instant::now());
+    }
+}
+
 /// Session operations of the API, on top of the write path and the tracker.
+///
+/// In a cluster only the leader's tracker counts: it expires sessions and
+/// hears every keepalive (followers relay theirs through
+/// [`Proposer::relay_keepalive`] and answer from their own store). A member
+/// that becomes leader reconciles its tracker with the store and gives every
+/// session a full timeout.
 pub struct Sessions {
-    tracker: SessionTracker,
+    tracker: Arc<SessionTracker>,
+    store: Arc<Store>,
     proposer: Arc<dyn Proposer>,
     metrics: Arc<Metrics>,
     min_timeout_ms: u64,
@@ -119,14 +203,16 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions over `proposer`, tracking `existing` (from the store) afresh.
     pub fn new(
+        tracker: Arc<SessionTracker>,
+        store: Arc<Store>,
         proposer: Arc<dyn Proposer>,
         metrics: Arc<Metrics>,
-        existing: &[SessionInfo],
         min_timeout_ms: u64,
         max_timeout_ms: u64,
     ) -> Sessions {
         Sessions {
-            tracker: SessionTracker::rebuild(existing, Instant::now()),
+            tracker,
+            store,
             proposer,
             metrics,
             min_timeout_ms,
@@ -159,16 +245,41 @@ impl Sessions {
 
     /// Keeps a session alive; returns its timeout. Unknown or expired: 410.
     pub fn keepalive(&self, id: SessionId) -> Result<u64, ApiError> {
-        self.tracker
-            .touch(id, Instant::now())
-            .ok_or_else(|| session_expired(id))
+        if !self.proposer.is_leader() {
+            // A follower answers from its own applied state and relays the
+            // keepalive to the leader, which owns the deadlines.
+            return match self.store.session(id).map_err(ApiError::from)? {
+                Some(info) => {
+                    self.proposer.relay_keepalive(id);
+                    Ok(info.timeout_ms)
+                }
+                None => Err(session_expired(id)),
+            };
+        }
+        let now = Instant::now();
+        match self.tracker.touch_state(id, now) {
+            Touch::Touched(timeout_ms) => Ok(timeout_ms),
+            Touch::Expired => Err(session_expired(id)),
+            Touch::Unknown => match self.store.session(id).map_err(ApiError::from)? {
+                // Created through another member and not reconciled yet.
+                Some(info) => {
+                    self.tracker.track(id, info.timeout_ms, now);
+                    Ok(info.timeout_ms)
+                }
+                None => Err(session_expired(id)),
+            },
+        }
     }
 
     /// Closes a session (deleting its ephemerals). Unknown or expired: 410.
     pub async fn close(&self, id: SessionId) -> Result<(), ApiError> {
-        if !self.tracker.remove(id, Instant::now()) {
-            return Err(session_expired(id));
+        if self.proposer.is_leader() {
+            if self.tracker.touch_state(id, Instant::now()) == Touch::Expired {
+                return Err(session_expired(id));
+            }
+            self.tracker.remove(id, Instant::now());
         }
+        // The replicated outcome decides: an unknown session is SessionExpired.
         match self.propose_close(id).await {
             Ok(Ok(deleted)) => {
                 tracing::debug!(session = id, ephemerals = deleted.len(), "session closed");
@@ -197,6 +308,13 @@ impl Sessions {
 
     /// Closes every session past its deadline; returns how many were closed.
     pub async fn expire_due(&self) -> usize {
+        if !self.proposer.is_leader() {
+            return 0;
+        }
+        match self.store.sessions() {
+            Ok(live) => self.tracker.reconcile(&live, Instant::now()),
+            Err(e) => tracing::warn!(error = %e, "cannot read sessions to reconcile"),
+        }
         let expired = self.tracker.take_expired(Instant::now());
         let mut closed = 0;
         for id in expired {

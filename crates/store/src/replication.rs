@@ -9,7 +9,10 @@
 //! see either the old state or the new one, never a mix; a crash leaves one
 //! of the two. The member's own ZAB epochs are kept.
 
-use crate::keys::{decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, META_LAST_APPLIED, META_LOG_FLOOR};
+use crate::keys::{
+    decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_SESSIONS, META_LAST_APPLIED, META_LOG_FLOOR,
+};
+use crate::{SessionId, SessionInfo};
 use crate::{Store, StoreError};
 use keeper_zab::Zxid;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
@@ -17,6 +20,17 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 impl Store {
+    /// One live session, if it exists (a follower answers keepalives from this).
+    pub fn session(&self, id: SessionId) -> Result<Option<SessionInfo>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_SESSIONS)?, u64_key(id))? {
+            Some(v) => Ok(Some(SessionInfo {
+                id,
+                timeout_ms: decode_u64(&v, "session timeout")?,
+            })),
+            None => Ok(None),
+        }
+    }
+
     /// The log's floor: every zxid at or below it has been compacted away or
     /// replaced by an installed snapshot (`Zxid::ZERO` if none).
     pub fn log_floor_zxid(&self) -> Result<Zxid, StoreError> {

@@ -1,5 +1,6 @@
 //! `GET /v1/cluster` (this member's view of the ensemble) and `POST /v1/sync`
-//! (the linearizable barrier, through `Proposer::read_barrier`).
+//! (the linearizable barrier, through `Proposer::read_barrier`), and
+//! `GET /v1/cluster/digest` (a checksum of this member's tree, to compare members).
 
 use super::AppState;
 use crate::error::ApiError;
@@ -24,4 +25,35 @@ pub async fn sync(State(state): State<AppState>) -> Result<Json<SyncBody>, ApiEr
 /// `GET /v1/cluster` -> `200 {id, role, leader, epoch, ...}`.
 pub async fn status(State(state): State<AppState>) -> Json<ClusterStatus> {
     Json(state.proposer.status())
+}
+
+/// Answer of `/v1/cluster/digest`.
+#[derive(Debug, Serialize)]
+pub struct DigestBody {
+    /// The zxid this member had applied when the digest was taken.
+    pub applied_zxid: u64,
+    /// Order-independent checksum of every znode (path, data, stat) and session.
+    pub digest: u64,
+}
+
+/// `GET /v1/cluster/digest` -> `200 {applied_zxid, digest}`. Two members with
+/// the same `applied_zxid` must report the same `digest`.
+pub async fn digest(State(state): State<AppState>) -> Result<Json<DigestBody>, ApiError> {
+    let store = state.store.clone();
+    let (applied_zxid, digest) = tokio::task::spawn_blocking(move || {
+        // Read the zxid on both sides of the digest: equal means no apply ran between.
+        loop {
+            let before = store.last_applied();
+            let digest = store.tree_digest()?;
+            if store.last_applied() == before {
+                return Ok::<_, keeper_store::StoreError>((before.0, digest));
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, format!("digest task failed: {e}")))??;
+    Ok(Json(DigestBody {
+        applied_zxid,
+        digest,
+    }))
 }

@@ -9,12 +9,13 @@ use axum::response::IntoResponse;
 /// `GET /metrics` -> `200 text/plain; version=0.0.4`.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let status = state.proposer.status();
-    let text = state.metrics.render(Gauges {
+    let mut text = state.metrics.render(Gauges {
         applied_zxid: state.applied.applied_zxid().0,
         committed_zxid: status.committed_zxid,
         epoch: status.epoch,
         sessions: state.sessions.count(),
     });
+    state.proposer.render_metrics(&mut text);
     (
         [(
             header::CONTENT_TYPE,

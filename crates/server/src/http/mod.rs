@@ -169,6 +169,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         ),
         r(
             Method::GET,
+            "/v1/cluster/digest",
+            &["/v1/cluster/digest"],
+            on(MethodFilter::GET, cluster::digest),
+        ),
+        r(
+            Method::GET,
             "/healthz",
             &["/healthz"],
             on(MethodFilter::GET, health::healthz),

@@ -234,8 +234,8 @@ impl ZabProposer {
         &self.shared.metrics
     }
 
-    /// `(follower id, acked zxid lag in entries-ish: leader committed - acked)`.
-    pub fn follower_lag(&self) -> Vec<(u64, u64)> {
+    /// `(follower id, last zxid it acknowledged)`, on the leader.
+    pub fn follower_acked(&self) -> Vec<(u64, u64)> {
         self.shared
             .follower_lag
             .read()
@@ -293,6 +293,47 @@ impl Proposer for ZabProposer {
 
     fn relay_keepalive(&self, id: SessionId) {
         self.keepalive(id);
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let m = &self.shared.metrics;
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            ("keeper_zab_proposals_total", "Entries proposed by this member as leader.", &m.proposals),
+            ("keeper_zab_proposal_batches_total", "Proposal batches (one append each).", &m.batches),
+            ("keeper_zab_forwarded_total", "Writes proposed on behalf of followers.", &m.forwarded),
+            ("keeper_zab_fsyncs_total", "Log fsyncs (group commits).", &m.fsyncs),
+            ("keeper_zab_fsync_seconds_sum", "", &m.fsync_us_total),
+            ("keeper_zab_commit_latency_seconds_sum", "", &m.commit_latency_us_total),
+            ("keeper_zab_snapshots_sent_total", "Snapshots streamed to followers (SNAP).", &m.snapshots_sent),
+            ("keeper_zab_snapshots_installed_total", "Snapshots installed from the leader.", &m.snapshots_installed),
+            ("keeper_zab_leader_changes_total", "Times the known leader changed.", &m.leader_changes),
+        ];
+        for (name, help, v) in counters {
+            let v = v.load(Ordering::Relaxed);
+            if name.ends_with("_seconds_sum") {
+                let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
+            } else {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            }
+        }
+        let _ = writeln!(out, "keeper_zab_commits_timed_total {}", m.commits_timed.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP keeper_zab_fsync_seconds_max Longest log fsync so far.\n# TYPE keeper_zab_fsync_seconds_max gauge\nkeeper_zab_fsync_seconds_max {}",
+            m.fsync_us_max.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let st = self.status();
+        let is_leader = u8::from(st.role == Role::Leader);
+        let _ = writeln!(out, "# HELP keeper_is_leader 1 on the established leader.\n# TYPE keeper_is_leader gauge\nkeeper_is_leader {is_leader}");
+        let _ = writeln!(out, "# HELP keeper_last_logged_zxid Last zxid in the log.\n# TYPE keeper_last_logged_zxid gauge\nkeeper_last_logged_zxid {}", st.last_logged_zxid);
+        let lag = self.follower_acked();
+        if !lag.is_empty() {
+            let _ = writeln!(out, "# HELP keeper_follower_acked_zxid Last zxid each follower acknowledged (leader only).\n# TYPE keeper_follower_acked_zxid gauge");
+            for (id, acked) in lag {
+                let _ = writeln!(out, "keeper_follower_acked_zxid{{follower=\"{id}\"}} {acked}");
+            }
+        }
     }
 }
 
@@ -1008,7 +1049,7 @@ impl Driver {
             *lag = st
                 .followers
                 .iter()
-                .map(|f| (f.id, st.committed_zxid.0.saturating_sub(f.acked_zxid.0)))
+                .map(|f| (f.id, f.acked_zxid.0))
                 .collect();
         }
     }
