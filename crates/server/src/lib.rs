@@ -2,7 +2,8 @@
 //!
 //! Follow a write through the files:
 //! [`http`] (request -> `Txn`) -> [`proposer`] (the one write path's trait) ->
-//! [`standalone`] (group-committed log append, zxid stamping) -> [`applier`]
+//! [`standalone`] (one member: group-committed log append) or [`zab_driver`]
+//! (a cluster member: ZAB over [`peer`] links) -> [`applier`]
 //! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
 //! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
@@ -14,10 +15,12 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod proposer;
 pub mod reaper;
 pub mod sessions;
 pub mod standalone;
+pub mod zab_driver;
 
 pub use config::{Config, ConfigError, PeerSpec};
 pub use error::{ApiError, ErrorCode};
