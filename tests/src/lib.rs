@@ -365,10 +365,7 @@ pub async fn converged_digest(cluster: &Cluster, timeout: Duration) -> Result<u6
             }
             match get_json(&http, &format!("{}/v1/cluster/digest", m.url())).await {
                 Ok(v) => seen.push((m.id, v["applied_zxid"].as_u64(), v["digest"].as_u64())),
-                Err(e) => {
-                    seen.push((m.id, None, None));
-                    last = e;
-                }
+                Err(_) => seen.push((m.id, None, None)),
             }
         }
         let first = seen.first().map(|s| (s.1, s.2));

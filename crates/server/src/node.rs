@@ -92,7 +92,7 @@ impl Node {
             }
             let proposer = StandaloneProposer::start(
                 store.clone(),
-                applier.input,
+                applier.input.clone(),
                 applier.view.clone(),
                 StandaloneOptions {
                     id: cfg.id,

@@ -33,7 +33,6 @@ pub use log_view::StoreLog;
 pub use wire::PeerMsg;
 
 use crate::applier::{AppliedView, ApplierInput, Committed, Reply};
-use crate::entry_codec;
 use crate::peer::{PeerEvent, PeerHandle};
 use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role};
 use futures::future::BoxFuture;
@@ -475,10 +474,6 @@ impl Driver {
         self.sync.stop();
     }
 
-    fn log(&self) -> StoreLog<'_> {
-        StoreLog(&self.store)
-    }
-
     // ---- inputs -----------------------------------------------------------
 
     async fn on_tick(&mut self) -> Result<(), Fatal> {
@@ -709,7 +704,7 @@ impl Driver {
         let time_ms = self.stamp_time();
         let payloads = txns
             .into_iter()
-            .map(|txn| bytes::Bytes::from(entry_codec::encode(&Entry { time_ms, txn })))
+            .map(|txn| bytes::Bytes::from(Entry { time_ms, txn }.encode()))
             .collect();
         let proposed = match self.core.propose(&StoreLog(&self.store), payloads) {
             Ok(p) => p,
@@ -826,7 +821,7 @@ impl Driver {
                 if zxid > upto {
                     break;
                 }
-                let entry = entry_codec::decode(&bytes)?;
+                let entry = Entry::decode(&bytes)?;
                 if let Some(started) = self.propose_started.remove(&zxid) {
                     let m = &self.shared.metrics;
                     m.commit_latency_us_total
