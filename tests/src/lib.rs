@@ -166,7 +166,10 @@ impl Cluster {
                 .arg(&peers);
         }
         cmd.args(&extra)
-            .env("RUST_LOG", std::env::var("KEEPER_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("KEEPER_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
@@ -251,7 +254,8 @@ impl Cluster {
             {
                 // The agreed leader must also say it is the leader.
                 let l = leaders[0];
-                if let Ok(v) = get_json(&http, &format!("{}/v1/cluster", self.member(l).url())).await
+                if let Ok(v) =
+                    get_json(&http, &format!("{}/v1/cluster", self.member(l).url())).await
                 {
                     if v["role"] == "leader" {
                         return Some(l);
@@ -335,7 +339,12 @@ pub async fn call(
 }
 
 /// `POST /v1/nodes{path}` with UTF-8 data.
-pub async fn create(http: &reqwest::Client, base: &str, path: &str, data: &str) -> Result<Reply, String> {
+pub async fn create(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    data: &str,
+) -> Result<Reply, String> {
     call(
         http,
         reqwest::Method::POST,
@@ -346,9 +355,24 @@ pub async fn create(http: &reqwest::Client, base: &str, path: &str, data: &str) 
 }
 
 /// `GET /v1/nodes{path}`; linearizable when asked.
-pub async fn read(http: &reqwest::Client, base: &str, path: &str, linearizable: bool) -> Result<Reply, String> {
-    let q = if linearizable { "?consistency=linearizable" } else { "" };
-    call(http, reqwest::Method::GET, &format!("{base}/v1/nodes{path}{q}"), None).await
+pub async fn read(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    linearizable: bool,
+) -> Result<Reply, String> {
+    let q = if linearizable {
+        "?consistency=linearizable"
+    } else {
+        ""
+    };
+    call(
+        http,
+        reqwest::Method::GET,
+        &format!("{base}/v1/nodes{path}{q}"),
+        None,
+    )
+    .await
 }
 
 /// Waits until every running member reports the same applied zxid and the

@@ -69,7 +69,11 @@ async fn leader_kill9_under_write_load_fails_over_and_loses_no_acknowledged_writ
         for w in 0..4 {
             // Writers use every member first, then only survivors after the kill.
             writers.push(tokio::spawn(writer(
-                if w < 2 { cluster.urls() } else { followers.clone() },
+                if w < 2 {
+                    cluster.urls()
+                } else {
+                    followers.clone()
+                },
                 format!("/w{w}-"),
                 acked.clone(),
                 stop.clone(),
@@ -104,7 +108,10 @@ async fn leader_kill9_under_write_load_fails_over_and_loses_no_acknowledged_writ
                 cluster.log_tail(followers_id(&cluster, leader), 30)
             );
         };
-        println!("FAILOVER: first write acknowledged {} ms after kill -9 of leader {leader}", failover.as_millis());
+        println!(
+            "FAILOVER: first write acknowledged {} ms after kill -9 of leader {leader}",
+            failover.as_millis()
+        );
         tokio::time::sleep(Duration::from_millis(1000)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for w in writers {
@@ -116,12 +123,20 @@ async fn leader_kill9_under_write_load_fails_over_and_loses_no_acknowledged_writ
             .await
             .expect("members converge after the old leader returns");
         let acked = acked.lock().unwrap().clone();
-        println!("acknowledged writes: {} ({} before the kill)", acked.len(), before);
+        println!(
+            "acknowledged writes: {} ({} before the kill)",
+            acked.len(),
+            before
+        );
         let http = http_client();
         for m in &cluster.members {
             for (path, data) in &acked {
                 let r = read(&http, &m.url(), path, false).await.expect("read");
-                assert_eq!(r.status, 200, "member {} lost acknowledged {path}: {:?}", m.id, r.body);
+                assert_eq!(
+                    r.status, 200,
+                    "member {} lost acknowledged {path}: {:?}",
+                    m.id, r.body
+                );
                 assert_eq!(r.body["data"].as_str(), Some(data.as_str()));
             }
         }
@@ -199,7 +214,10 @@ async fn five_members_write_with_two_down_refuse_with_three_down_and_resume() {
                 r.status,
                 r.body
             );
-            assert!(started.elapsed() < Duration::from_secs(35), "refusal took too long");
+            assert!(
+                started.elapsed() < Duration::from_secs(35),
+                "refusal took too long"
+            );
         }
         cluster.spawn(3);
         write_eventually(&cluster, "/resumed", Duration::from_secs(30)).await;
@@ -225,7 +243,9 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
         let lurl = cluster.member(leader).url();
         cluster.kill(follower);
         for i in 0..50 {
-            let r = create(&http, &lurl, &format!("/diff{i}"), "d").await.expect("write");
+            let r = create(&http, &lurl, &format!("/diff{i}"), "d")
+                .await
+                .expect("write");
             assert_eq!(r.status, 201, "{:?}", r.body);
         }
         cluster.spawn(follower);
@@ -234,13 +254,22 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
             .expect("restarted follower catches up (DIFF)");
 
         // Enough writes for the leader to compact its log past a wiped member.
-        let txn_ops: Vec<_> = (0..100).map(|i| json!({"op":"create","path":format!("/snap-x{i}")})).collect();
-        let r = call(&http, Method::POST, &format!("{lurl}/v1/txn"), Some(json!({"ops": txn_ops})))
-            .await
-            .expect("txn");
+        let txn_ops: Vec<_> = (0..100)
+            .map(|i| json!({"op":"create","path":format!("/snap-x{i}")}))
+            .collect();
+        let r = call(
+            &http,
+            Method::POST,
+            &format!("{lurl}/v1/txn"),
+            Some(json!({"ops": txn_ops})),
+        )
+        .await
+        .expect("txn");
         assert_eq!(r.status, 200, "{:?}", r.body);
         for i in 0..2600 {
-            let r = create(&http, &lurl, &format!("/snap{i}"), "s").await.expect("write");
+            let r = create(&http, &lurl, &format!("/snap{i}"), "s")
+                .await
+                .expect("write");
             assert_eq!(r.status, 201, "{:?}", r.body);
         }
         cluster.wipe(follower);
@@ -260,9 +289,15 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
         assert!(
             metrics.contains("keeper_zab_snapshots_installed_total 1"),
             "the wiped follower did not catch up by snapshot:\n{}",
-            metrics.lines().filter(|l| l.starts_with("keeper_zab")).collect::<Vec<_>>().join("\n")
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("keeper_zab"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
-        let r = read(&http, &cluster.member(follower).url(), "/snap2599", false).await.expect("read");
+        let r = read(&http, &cluster.member(follower).url(), "/snap2599", false)
+            .await
+            .expect("read");
         assert_eq!(r.status, 200);
     })
     .await;
@@ -317,7 +352,10 @@ async fn whole_cluster_kill9_and_restart_keeps_every_acknowledged_write() {
                 assert_eq!(r.body["data"].as_str(), Some(data.as_str()));
             }
         }
-        println!("all {} acknowledged writes survived kill -9 of every member", acked.len());
+        println!(
+            "all {} acknowledged writes survived kill -9 of every member",
+            acked.len()
+        );
     })
     .await;
 }
@@ -334,9 +372,14 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
         let furl = cluster.member(follower).url();
         let http = http_client();
         let timeout_ms = 4000u64;
-        let s = call(&http, Method::POST, &format!("{furl}/v1/sessions"), Some(json!({"timeout_ms": timeout_ms})))
-            .await
-            .expect("session");
+        let s = call(
+            &http,
+            Method::POST,
+            &format!("{furl}/v1/sessions"),
+            Some(json!({"timeout_ms": timeout_ms})),
+        )
+        .await
+        .expect("session");
         assert_eq!(s.status, 201, "{:?}", s.body);
         let id = s.body["id"].as_u64().expect("session id");
         let r = call(
@@ -351,13 +394,25 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
 
         // Keepalives through the follower, across a leader kill.
         let keepalive = |http: reqwest::Client, url: String| async move {
-            call(&http, Method::POST, &format!("{url}/v1/sessions/{id}/keepalive"), None).await
+            call(
+                &http,
+                Method::POST,
+                &format!("{url}/v1/sessions/{id}/keepalive"),
+                None,
+            )
+            .await
         };
         cluster.kill(leader);
         let until = Instant::now() + Duration::from_millis(3 * timeout_ms);
         while Instant::now() < until {
-            let r = keepalive(http.clone(), furl.clone()).await.expect("keepalive");
-            assert_eq!(r.status, 200, "keepalive refused during failover: {:?}", r.body);
+            let r = keepalive(http.clone(), furl.clone())
+                .await
+                .expect("keepalive");
+            assert_eq!(
+                r.status, 200,
+                "keepalive refused during failover: {:?}",
+                r.body
+            );
             tokio::time::sleep(Duration::from_millis(timeout_ms / 4)).await;
         }
         cluster
@@ -365,7 +420,11 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
             .await
             .expect("no new leader");
         let r = read(&http, &furl, "/eph", true).await.expect("read");
-        assert_eq!(r.status, 200, "ephemeral lost while keepalives continued: {:?}", r.body);
+        assert_eq!(
+            r.status, 200,
+            "ephemeral lost while keepalives continued: {:?}",
+            r.body
+        );
 
         // Stop the keepalives: the node goes within timeout plus the expiry tick.
         let stopped = Instant::now();
@@ -381,8 +440,13 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        println!("ephemeral vanished {} ms after the last keepalive (timeout {timeout_ms} ms)", stopped.elapsed().as_millis());
-        let r = keepalive(http.clone(), furl.clone()).await.expect("keepalive");
+        println!(
+            "ephemeral vanished {} ms after the last keepalive (timeout {timeout_ms} ms)",
+            stopped.elapsed().as_millis()
+        );
+        let r = keepalive(http.clone(), furl.clone())
+            .await
+            .expect("keepalive");
         assert_eq!(r.status, 410, "{:?}", r.body);
     })
     .await;

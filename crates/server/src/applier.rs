@@ -166,7 +166,11 @@ impl Applier {
     /// Replays the log above `last_applied` into the store (blocking), then
     /// starts the apply thread. Call from a blocking context.
     pub fn start(store: Arc<Store>, options: ApplierOptions) -> Result<Applier, StoreError> {
-        let replayed = if options.replay_log { replay(&store)? } else { 0 };
+        let replayed = if options.replay_log {
+            replay(&store)?
+        } else {
+            0
+        };
         if replayed > 0 {
             tracing::info!(replayed, applied = %store.last_applied(), "replayed log entries");
         }

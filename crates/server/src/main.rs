@@ -167,7 +167,10 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("shutdown_grace_ms", d.shutdown_grace_ms.to_string()),
         ("cluster_name", d.cluster_name.clone()),
         ("tick_ms", d.tick_ms.to_string()),
-        ("election_timeout_ticks", d.election_timeout_ticks.to_string()),
+        (
+            "election_timeout_ticks",
+            d.election_timeout_ticks.to_string(),
+        ),
         ("step_down_ticks", d.step_down_ticks.to_string()),
         ("max_pending_forwards", d.max_pending_forwards.to_string()),
         ("log_retain_entries", d.log_retain_entries.to_string()),

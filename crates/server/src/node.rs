@@ -16,12 +16,12 @@ use crate::applier::{Applier, ApplierOptions};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::proposer::Proposer;
 use crate::peer::{PeerConfig, PeerHandle, PeerNetwork};
+use crate::proposer::Proposer;
 use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
-use crate::zab_driver::{MemberAddr, PeerMsg, ZabOptions, ZabProposer};
+use crate::zab_driver::{DriverParts, MemberAddr, PeerMsg, ZabOptions, ZabProposer};
 use keeper_store::{Store, StoreError};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -355,7 +355,14 @@ async fn start_cluster(
         seed,
     };
     tracing::info!(id = config.id, peers = config.peers.len(), peer_addr = %config.peer_addr, "starting as a cluster member");
-    let proposer = ZabProposer::start(store, input, view, peers.clone(), events, tracker, options, stop)
-        .map_err(ServerError::Internal)?;
+    let parts = DriverParts {
+        store,
+        applier: input,
+        view,
+        peers: peers.clone(),
+        events,
+        hooks: tracker,
+    };
+    let proposer = ZabProposer::start(parts, options, stop).map_err(ServerError::Internal)?;
     Ok((proposer, peers))
 }

@@ -39,7 +39,10 @@ impl Store {
 
     /// Whether the log holds an entry at exactly `zxid`.
     pub fn log_contains(&self, zxid: Zxid) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_LOG)?, u64_key(zxid.0))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_LOG)?, u64_key(zxid.0))?
+            .is_some())
     }
 
     /// The largest logged zxid `<= zxid`, if any entry at or below it is retained.
@@ -150,9 +153,14 @@ mod tests {
 
         let follower = Store::open(&dir.path().join("f"), StoreConfig::default()).unwrap();
         follower
-            .set_zab_meta(crate::ZabMeta { accepted_epoch: 7, current_epoch: 6 })
+            .set_zab_meta(crate::ZabMeta {
+                accepted_epoch: 7,
+                current_epoch: 6,
+            })
             .unwrap();
-        follower.apply(Zxid::new(1, 1), &create("/old", "z")).unwrap();
+        follower
+            .apply(Zxid::new(1, 1), &create("/old", "z"))
+            .unwrap();
         follower
             .append_log(&[(Zxid::new(1, 1), vec![9]), (Zxid::new(1, 2), vec![9])])
             .unwrap();
@@ -164,14 +172,20 @@ mod tests {
         assert!(follower.read_log(Zxid::ZERO, 10).unwrap().is_empty());
         assert!(follower.get("/old").unwrap().is_none());
         assert_eq!(follower.get("/a/b").unwrap().unwrap().0, Bytes::from("y"));
-        assert_eq!(follower.tree_digest().unwrap(), leader.tree_digest().unwrap());
+        assert_eq!(
+            follower.tree_digest().unwrap(),
+            leader.tree_digest().unwrap()
+        );
         assert_eq!(follower.zab_meta().accepted_epoch, 7);
 
         // It survives a reopen.
         drop(follower);
         let follower = Store::open(&dir.path().join("f"), StoreConfig::default()).unwrap();
         assert_eq!(follower.last_applied(), Zxid::new(1, 2));
-        assert_eq!(follower.tree_digest().unwrap(), leader.tree_digest().unwrap());
+        assert_eq!(
+            follower.tree_digest().unwrap(),
+            leader.tree_digest().unwrap()
+        );
         follower
             .append_log_unsynced(&[(Zxid::new(2, 1), vec![1])])
             .unwrap();
@@ -181,6 +195,9 @@ mod tests {
             follower.log_entry_at_or_below(Zxid::new(2, 5)).unwrap(),
             Some(Zxid::new(2, 1))
         );
-        assert_eq!(follower.log_entry_at_or_below(Zxid::new(1, 9)).unwrap(), None);
+        assert_eq!(
+            follower.log_entry_at_or_below(Zxid::new(1, 9)).unwrap(),
+            None
+        );
     }
 }

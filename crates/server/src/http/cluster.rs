@@ -51,7 +51,12 @@ pub async fn digest(State(state): State<AppState>) -> Result<Json<DigestBody>, A
         }
     })
     .await
-    .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, format!("digest task failed: {e}")))??;
+    .map_err(|e| {
+        ApiError::new(
+            crate::error::ErrorCode::Internal,
+            format!("digest task failed: {e}"),
+        )
+    })??;
     Ok(Json(DigestBody {
         applied_zxid,
         digest,

@@ -95,8 +95,13 @@ pub trait SessionHooks: Send + Sync + 'static {
 }
 
 enum Cmd {
-    Propose { txn: Txn, reply: Reply },
-    Read { reply: oneshot::Sender<Result<Zxid, ProposeError>> },
+    Propose {
+        txn: Txn,
+        reply: Reply,
+    },
+    Read {
+        reply: oneshot::Sender<Result<Zxid, ProposeError>>,
+    },
     Keepalive(SessionId),
 }
 
@@ -122,6 +127,17 @@ struct Shared {
     follower_lag: RwLock<Vec<(u64, u64)>>,
 }
 
+/// What the driver runs on: the member's store and applier, its peer
+/// transport, and the session layer's hooks.
+pub struct DriverParts {
+    pub store: Arc<Store>,
+    pub applier: ApplierInput,
+    pub view: AppliedView,
+    pub peers: PeerHandle<PeerMsg>,
+    pub events: mpsc::Receiver<PeerEvent<PeerMsg>>,
+    pub hooks: Arc<dyn SessionHooks>,
+}
+
 /// The cluster member's [`Proposer`]: a handle to the driver task.
 pub struct ZabProposer {
     cmds: mpsc::Sender<Cmd>,
@@ -135,15 +151,18 @@ impl ZabProposer {
     /// Builds the core from the store's persisted state and starts the driver
     /// task. `peers`/`events` come from an already started peer network.
     pub fn start(
-        store: Arc<Store>,
-        applier: ApplierInput,
-        view: AppliedView,
-        peers: PeerHandle<PeerMsg>,
-        events: mpsc::Receiver<PeerEvent<PeerMsg>>,
-        hooks: Arc<dyn SessionHooks>,
+        parts: DriverParts,
         options: ZabOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Result<ZabProposer, String> {
+        let DriverParts {
+            store,
+            applier,
+            view,
+            peers,
+            events,
+            hooks,
+        } = parts;
         let meta = store.zab_meta();
         let boot = Bootstrap {
             id: options.id,
@@ -160,7 +179,8 @@ impl ZabProposer {
             applied_zxid: store.last_applied(),
             seed: options.seed,
         };
-        let core = Core::new(options.zab.clone(), boot, &StoreLog(&store)).map_err(|e| e.to_string())?;
+        let core =
+            Core::new(options.zab.clone(), boot, &StoreLog(&store)).map_err(|e| e.to_string())?;
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let sync = LogSync::start(store.clone(), persisted_tx).map_err(|e| e.to_string())?;
         let (cmd_tx, cmd_rx) = mpsc::channel(options.max_inflight_proposals.max(1));
@@ -274,9 +294,10 @@ impl Proposer for ZabProposer {
             let zxid = rx
                 .await
                 .map_err(|_| ProposeError::Unavailable("server is shutting down".into()))??;
-            self.view.wait_for(zxid, self.read_wait).await.map_err(|e| {
-                ProposeError::Unavailable(format!("read barrier: {e}"))
-            })?;
+            self.view
+                .wait_for(zxid, self.read_wait)
+                .await
+                .map_err(|e| ProposeError::Unavailable(format!("read barrier: {e}")))?;
             Ok(zxid)
         })
     }
@@ -298,25 +319,64 @@ impl Proposer for ZabProposer {
         use std::fmt::Write;
         let m = &self.shared.metrics;
         let counters: [(&str, &str, &AtomicU64); 9] = [
-            ("keeper_zab_proposals_total", "Entries proposed by this member as leader.", &m.proposals),
-            ("keeper_zab_proposal_batches_total", "Proposal batches (one append each).", &m.batches),
-            ("keeper_zab_forwarded_total", "Writes proposed on behalf of followers.", &m.forwarded),
-            ("keeper_zab_fsyncs_total", "Log fsyncs (group commits).", &m.fsyncs),
+            (
+                "keeper_zab_proposals_total",
+                "Entries proposed by this member as leader.",
+                &m.proposals,
+            ),
+            (
+                "keeper_zab_proposal_batches_total",
+                "Proposal batches (one append each).",
+                &m.batches,
+            ),
+            (
+                "keeper_zab_forwarded_total",
+                "Writes proposed on behalf of followers.",
+                &m.forwarded,
+            ),
+            (
+                "keeper_zab_fsyncs_total",
+                "Log fsyncs (group commits).",
+                &m.fsyncs,
+            ),
             ("keeper_zab_fsync_seconds_sum", "", &m.fsync_us_total),
-            ("keeper_zab_commit_latency_seconds_sum", "", &m.commit_latency_us_total),
-            ("keeper_zab_snapshots_sent_total", "Snapshots streamed to followers (SNAP).", &m.snapshots_sent),
-            ("keeper_zab_snapshots_installed_total", "Snapshots installed from the leader.", &m.snapshots_installed),
-            ("keeper_zab_leader_changes_total", "Times the known leader changed.", &m.leader_changes),
+            (
+                "keeper_zab_commit_latency_seconds_sum",
+                "",
+                &m.commit_latency_us_total,
+            ),
+            (
+                "keeper_zab_snapshots_sent_total",
+                "Snapshots streamed to followers (SNAP).",
+                &m.snapshots_sent,
+            ),
+            (
+                "keeper_zab_snapshots_installed_total",
+                "Snapshots installed from the leader.",
+                &m.snapshots_installed,
+            ),
+            (
+                "keeper_zab_leader_changes_total",
+                "Times the known leader changed.",
+                &m.leader_changes,
+            ),
         ];
         for (name, help, v) in counters {
             let v = v.load(Ordering::Relaxed);
             if name.ends_with("_seconds_sum") {
                 let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
             } else {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+                );
             }
         }
-        let _ = writeln!(out, "keeper_zab_commits_timed_total {}", m.commits_timed.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "keeper_zab_commits_timed_total {}",
+            m.commits_timed.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP keeper_zab_fsync_seconds_max Longest log fsync so far.\n# TYPE keeper_zab_fsync_seconds_max gauge\nkeeper_zab_fsync_seconds_max {}",
@@ -330,7 +390,10 @@ impl Proposer for ZabProposer {
         if !lag.is_empty() {
             let _ = writeln!(out, "# HELP keeper_follower_acked_zxid Last zxid each follower acknowledged (leader only).\n# TYPE keeper_follower_acked_zxid gauge");
             for (id, acked) in lag {
-                let _ = writeln!(out, "keeper_follower_acked_zxid{{follower=\"{id}\"}} {acked}");
+                let _ = writeln!(
+                    out,
+                    "keeper_follower_acked_zxid{{follower=\"{id}\"}} {acked}"
+                );
             }
         }
     }
@@ -907,7 +970,10 @@ impl Driver {
                 return;
             }
         };
-        if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs: reqs.clone() }) {
+        if let Err(e) = self
+            .peers
+            .send(leader, PeerMsg::Forward { reqs: reqs.clone() })
+        {
             for (req, _) in reqs {
                 if let Some(reply) = self.forwards.remove(&req) {
                     let _ = reply.send(Err(ProposeError::Unavailable(format!(
@@ -988,7 +1054,8 @@ impl Driver {
     fn note_appended(&mut self, count: u64, last: Zxid) {
         self.appended_since_sample += count;
         if self.appended_since_sample >= COMPACTION_SAMPLE_ENTRIES {
-            let total = self.samples.back().map(|(n, _)| *n).unwrap_or(0) + self.appended_since_sample;
+            let total =
+                self.samples.back().map(|(n, _)| *n).unwrap_or(0) + self.appended_since_sample;
             self.samples.push_back((total, last));
             self.appended_since_sample = 0;
         }

@@ -209,7 +209,10 @@ mod tests {
         inc.chunk("CURRENT", b"def").unwrap();
         inc.chunk("000001.sst", b"").unwrap();
         assert!(inc.chunk("CURRENT", b"again").is_err());
-        assert!(inc.end(Zxid(5), 2, 5).is_err(), "byte count mismatch accepted");
+        assert!(
+            inc.end(Zxid(5), 2, 5).is_err(),
+            "byte count mismatch accepted"
+        );
         let mut inc2 = Incoming::begin(1, Zxid(5), dir.path().join("in2")).unwrap();
         inc2.chunk("CURRENT", b"abcdef").unwrap();
         inc2.end(Zxid(5), 1, 6).unwrap();
