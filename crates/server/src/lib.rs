@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod proposer;
 pub mod reaper;
 pub mod sessions;
