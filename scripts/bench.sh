@@ -77,6 +77,10 @@ start_cluster() {
         return 1
       fi
     done
+    if [ "$(cluster_role "${cports[0]}")" = standalone ]; then
+      CLUSTER_FAILURE="the server ignores --peers (member 1 reports role standalone)"
+      return 1
+    fi
     if leader=$(wait_for_leader 1 "${cports[@]}"); then
       ENDPOINTS="127.0.0.1:${cports[0]},127.0.0.1:${cports[1]},127.0.0.1:${cports[2]}"
       DESCRIPTION="3-member cluster (leader: member $leader), fsync on"

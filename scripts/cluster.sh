@@ -30,6 +30,11 @@ start() {
       "$peers" "$DIR/m$n.log" "$DIR/m$n.pid"
     echo "cluster: member $n pid $(cat "$DIR/m$n.pid") client 127.0.0.1:${CLIENT_PORTS[$((n - 1))]} peer 127.0.0.1:${PEER_PORTS[$((n - 1))]}"
   done
+  wait_for_health 30 "${CLIENT_PORTS[0]}" || true
+  if [ "$(cluster_role "${CLIENT_PORTS[0]}")" = standalone ]; then
+    echo "cluster: the server ignores --peers: the members run as 3 independent STANDALONE servers; 'make cluster-stop' stops them" >&2
+    exit 1
+  fi
   if leader=$(wait_for_leader "${LEADER_WAIT_S:-30}" "${CLIENT_PORTS[@]}"); then
     echo "cluster: leader is member $leader; endpoints 127.0.0.1:7181,127.0.0.1:7182,127.0.0.1:7183"
   else

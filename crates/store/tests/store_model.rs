@@ -449,8 +449,11 @@ enum Action {
     Noop,
 }
 
-fn path_sel() -> impl Strategy<Value = PathSel> {
-    let fixed = prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..=3)
+/// A path for a create (`for_create`: mostly a new child of an existing node)
+/// or for set/delete/check (mostly an existing node).
+fn path_sel(for_create: bool) -> impl Strategy<Value = PathSel> {
+    let (existing, child) = if for_create { (1, 8) } else { (8, 1) };
+    let fixed = prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..=2)
         .prop_map(|segs| PathSel::Fixed(format!("/{}", segs.join("/"))));
     let odd = prop::sample::select(vec![
         "/",
@@ -464,15 +467,15 @@ fn path_sel() -> impl Strategy<Value = PathSel> {
     ])
     .prop_map(|p| PathSel::Fixed(p.to_string()));
     prop_oneof![
-        4 => fixed,
+        2 => fixed,
         1 => odd,
-        4 => any::<u16>().prop_map(PathSel::Existing),
-        3 => (any::<u16>(), prop::sample::select(vec!["x", "y", "s-", ""])).prop_map(|(i, n)| PathSel::ChildOf(i, n)),
+        existing => any::<u16>().prop_map(PathSel::Existing),
+        child => (any::<u16>(), prop::sample::select(vec!["x", "y", "z", "w", "v", "s-", ""])).prop_map(|(i, n)| PathSel::ChildOf(i, n)),
     ]
 }
 
 fn sess_sel() -> impl Strategy<Value = SessSel> {
-    prop_oneof![8 => any::<u8>().prop_map(SessSel::Known), 1 => Just(SessSel::Zero), 1 => Just(SessSel::Unknown)]
+    prop_oneof![16 => any::<u8>().prop_map(SessSel::Known), 1 => Just(SessSel::Zero), 1 => Just(SessSel::Unknown)]
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {
@@ -481,6 +484,8 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
 
 fn mode() -> impl Strategy<Value = NodeMode> {
     prop::sample::select(vec![
+        NodeMode::Persistent,
+        NodeMode::Persistent,
         NodeMode::Persistent,
         NodeMode::Ephemeral,
         NodeMode::PersistentSequential,
@@ -494,7 +499,7 @@ fn mode() -> impl Strategy<Value = NodeMode> {
 fn op_gen() -> impl Strategy<Value = OpGen> {
     let version = prop_oneof![3 => Just(-1i32), 2 => 0i32..3];
     let create = (
-        path_sel(),
+        path_sel(true),
         data(),
         mode(),
         sess_sel(),
@@ -518,20 +523,20 @@ fn op_gen() -> impl Strategy<Value = OpGen> {
             }
         });
     prop_oneof![
-        6 => create,
-        3 => (path_sel(), data(), version.clone()).prop_map(|(path, data, version)| OpGen::Set { path, data, version }),
-        3 => (path_sel(), version.clone()).prop_map(|(path, version)| OpGen::Delete { path, version }),
-        1 => (path_sel(), version).prop_map(|(path, version)| OpGen::Check { path, version }),
+        8 => create,
+        3 => (path_sel(false), data(), version.clone()).prop_map(|(path, data, version)| OpGen::Set { path, data, version }),
+        2 => (path_sel(false), version.clone()).prop_map(|(path, version)| OpGen::Delete { path, version }),
+        1 => (path_sel(false), version).prop_map(|(path, version)| OpGen::Check { path, version }),
     ]
 }
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         12 => op_gen().prop_map(Action::Op),
-        3 => prop::collection::vec(op_gen(), 0..5).prop_map(Action::Multi),
+        3 => prop::collection::vec(op_gen(), 0..4).prop_map(Action::Multi),
         2 => (1u16..10_000).prop_map(Action::CreateSession),
         1 => sess_sel().prop_map(Action::CloseSession),
-        3 => (0u16..400, 0u16..400, 1usize..6, prop::option::of(path_sel()))
+        3 => (0u16..400, 0u16..400, 1usize..6, prop::option::of(path_sel(false)))
             .prop_map(|(query_ahead, apply_ahead, limit, stale)| Action::Reap { query_ahead, apply_ahead, limit, stale }),
         1 => Just(Action::Restart),
         1 => Just(Action::Noop),
@@ -773,6 +778,8 @@ fn run_case(steps: &[(u8, Action)]) -> Result<(), TestCaseError> {
         all_sessions: Vec::new(),
         log: Vec::new(),
     };
+    // Most cases need a live session for their ephemerals.
+    run.step(0, &Action::CreateSession(5_000))?;
     for (dt, action) in steps {
         run.step(*dt, action)?;
     }
@@ -794,7 +801,7 @@ fn store_matches_the_model() {
     let cases: u32 = std::env::var("KEEPER_STORE_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(40);
     eprintln!("store_model: seed {seed}, {cases} cases (reproduce: KEEPER_STORE_SEED={seed} cargo test -p keeper-store --test store_model)");
     let config = Config {
         cases,
@@ -804,7 +811,7 @@ fn store_matches_the_model() {
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let strategy = prop::collection::vec((0u8..60, action()), 1..80);
+    let strategy = prop::collection::vec((0u8..40, action()), 1..150);
     match runner.run(&strategy, |steps| run_case(&steps)) {
         Ok(()) => {}
         Err(TestError::Fail(reason, steps)) => panic!(
