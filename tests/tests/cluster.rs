@@ -404,6 +404,7 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
         };
         cluster.kill(leader);
         let until = Instant::now() + Duration::from_millis(3 * timeout_ms);
+        let mut last_keepalive = Instant::now();
         while Instant::now() < until {
             let r = keepalive(http.clone(), furl.clone())
                 .await
@@ -413,6 +414,7 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
                 "keepalive refused during failover: {:?}",
                 r.body
             );
+            last_keepalive = Instant::now();
             tokio::time::sleep(Duration::from_millis(timeout_ms / 4)).await;
         }
         cluster
@@ -426,8 +428,9 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
             r.body
         );
 
-        // Stop the keepalives: the node goes within timeout plus the expiry tick.
-        let stopped = Instant::now();
+        // Stop the keepalives: the node goes within timeout plus the expiry tick
+        // (plus slack for a loaded machine), counted from the last keepalive.
+        let stopped = last_keepalive;
         loop {
             let r = read(&http, &furl, "/eph", false).await.expect("read");
             if r.status == 404 {
