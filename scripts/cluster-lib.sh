@@ -108,7 +108,8 @@ stop_pid() {
 free_ports() {
   local want=$1 got=() port
   while [ "${#got[@]}" -lt "$want" ]; do
-    port=$((20000 + RANDOM % 40000))
+    # Below the kernel's ephemeral range (32768+), so no outgoing connection takes it.
+    port=$((20000 + RANDOM % 12000))
     [[ " ${got[*]} " == *" $port "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       got+=("$port")

@@ -40,12 +40,40 @@ pub fn keeper_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// Test ports come from below the kernel's ephemeral range (32768 and up by
+/// default), so an outgoing connection (a member dialing its peers) can never
+/// take a port that a member is about to listen on.
+const TEST_PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 from [`TEST_PORT_RANGE`], never handed out
+/// twice by this process (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let span = u64::from(TEST_PORT_RANGE.end - TEST_PORT_RANGE.start);
+    let mut x = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        // xorshift: spread the picks of concurrent test processes.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = TEST_PORT_RANGE.start + (x % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORT_RANGE:?}");
 }
 
 /// One member of a test cluster.
@@ -215,6 +243,42 @@ impl Cluster {
     /// Client URLs of every member.
     pub fn urls(&self) -> Vec<String> {
         self.members.iter().map(Member::url).collect()
+    }
+
+    /// Every running member's `/v1/cluster` answer and last log lines, for
+    /// failure messages.
+    pub async fn describe(&self) -> String {
+        let http = http_client();
+        let mut out = String::new();
+        for m in &self.members {
+            if m.child.is_none() {
+                out.push_str(&format!("member {}: not started\n", m.id));
+                continue;
+            }
+            let view = get_json(&http, &format!("{}/v1/cluster", m.url()))
+                .await
+                .map(|v| v.to_string())
+                .unwrap_or_else(|e| e);
+            out.push_str(&format!(
+                "member {} (pid {:?}): {view}\n{}\n",
+                m.id,
+                m.pid(),
+                self.log_tail(m.id, 15)
+            ));
+        }
+        out
+    }
+
+    /// Like [`Cluster::wait_for_leader`], but panics with every member's view
+    /// and log tail when no leader is agreed in time.
+    pub async fn expect_leader(&self, timeout: Duration) -> u64 {
+        match self.wait_for_leader(timeout).await {
+            Some(l) => l,
+            None => panic!(
+                "no leader agreed within {timeout:?}:\n{}",
+                self.describe().await
+            ),
+        }
     }
 
     /// The last lines of a member's log (for failure messages).

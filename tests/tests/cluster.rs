@@ -52,10 +52,7 @@ async fn writer(
 async fn leader_kill9_under_write_load_fails_over_and_loses_no_acknowledged_write() {
     bounded(async {
         let mut cluster = Cluster::start(3);
-        let leader = cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader elected");
+        let leader = cluster.expect_leader(ELECTION_LIMIT).await;
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let oks = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -189,10 +186,7 @@ async fn write_eventually(cluster: &Cluster, path: &str, limit: Duration) {
 async fn five_members_write_with_two_down_refuse_with_three_down_and_resume() {
     bounded(async {
         let mut cluster = Cluster::start(5);
-        cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader elected");
+        cluster.expect_leader(ELECTION_LIMIT).await;
         write_eventually(&cluster, "/before", Duration::from_secs(10)).await;
         cluster.kill(1);
         cluster.kill(2);
@@ -234,10 +228,7 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
     bounded(async {
         // A short retained log, so a wiped member is beyond it and needs SNAP.
         let mut cluster = Cluster::start_with(3, &["--log-retain-entries", "100"]);
-        let leader = cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader elected");
+        let leader = cluster.expect_leader(ELECTION_LIMIT).await;
         let follower = followers_id(&cluster, leader);
         let http = http_client();
         let lurl = cluster.member(leader).url();
@@ -307,10 +298,7 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
 async fn whole_cluster_kill9_and_restart_keeps_every_acknowledged_write() {
     bounded(async {
         let mut cluster = Cluster::start(3);
-        cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader elected");
+        cluster.expect_leader(ELECTION_LIMIT).await;
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let oks = Arc::new(Mutex::new(Vec::new()));
@@ -337,10 +325,7 @@ async fn whole_cluster_kill9_and_restart_keeps_every_acknowledged_write() {
         for id in 1..=3 {
             cluster.spawn(id);
         }
-        cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader after the restart");
+        cluster.expect_leader(ELECTION_LIMIT).await;
         converged_digest(&cluster, Duration::from_secs(30))
             .await
             .expect("members converge after the restart");
@@ -364,10 +349,7 @@ async fn whole_cluster_kill9_and_restart_keeps_every_acknowledged_write() {
 async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_timeout() {
     bounded(async {
         let mut cluster = Cluster::start(3);
-        let leader = cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no leader elected");
+        let leader = cluster.expect_leader(ELECTION_LIMIT).await;
         let follower = followers_id(&cluster, leader);
         let furl = cluster.member(follower).url();
         let http = http_client();
@@ -417,10 +399,7 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
             last_keepalive = Instant::now();
             tokio::time::sleep(Duration::from_millis(timeout_ms / 4)).await;
         }
-        cluster
-            .wait_for_leader(ELECTION_LIMIT)
-            .await
-            .expect("no new leader");
+        cluster.expect_leader(ELECTION_LIMIT).await;
         let r = read(&http, &furl, "/eph", true).await.expect("read");
         assert_eq!(
             r.status, 200,
