@@ -970,11 +970,9 @@ impl Driver {
                 return;
             }
         };
-        if let Err(e) = self
-            .peers
-            .send(leader, PeerMsg::Forward { reqs: reqs.clone() })
-        {
-            for (req, _) in reqs {
+        let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
+        if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs }) {
+            for req in ids {
                 if let Some(reply) = self.forwards.remove(&req) {
                     let _ = reply.send(Err(ProposeError::Unavailable(format!(
                         "cannot reach the leader: {e}"
