@@ -30,6 +30,8 @@ pub enum ErrorCode {
     Timeout,
     Unauthorized,
     Forbidden,
+    /// The route exists but not with this HTTP method (405).
+    MethodNotAllowed,
     Internal,
 }
 
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,6 +193,7 @@ mod tests {
             (ErrorCode::Timeout, 504),
             (ErrorCode::Unauthorized, 401),
             (ErrorCode::Forbidden, 403),
+            (ErrorCode::MethodNotAllowed, 405),
             (ErrorCode::Internal, 500),
         ];
         for (code, status) in table {

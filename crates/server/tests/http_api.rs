@@ -543,10 +543,10 @@ async fn malformed_inputs_are_4xx_in_the_error_format() {
         assert_eq!(r.json["error"]["message"], "no such endpoint");
         n.call(Method::PATCH, "/v1/nodes/x", None)
             .await
-            .assert_error(400, "BadArguments");
+            .assert_error(405, "MethodNotAllowed");
         n.call(Method::GET, "/v1/txn", None)
             .await
-            .assert_error(400, "BadArguments");
+            .assert_error(405, "MethodNotAllowed");
         n.shutdown().await;
     })
     .await;

@@ -236,7 +236,10 @@ async fn no_such_endpoint() -> ApiError {
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {
-    ApiError::bad_arguments(format!("method {method} is not allowed on this endpoint"))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method {method} is not allowed on this endpoint"),
+    )
 }
 
 async fn limit_error(error: tower::BoxError) -> ApiError {
