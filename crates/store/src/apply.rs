@@ -62,25 +62,67 @@ struct Slot {
     dirty: bool,
 }
 
-/// Pending changes of one entry on top of the database.
+/// Pending changes of one entry on top of the run's and the store's tree.
 struct Overlay<'s> {
     store: &'s Store,
+    /// Node changes of the earlier entries of the run.
+    pending: &'s mut HashMap<String, Option<NodeRecord>>,
     zxid: Zxid,
     time_ms: u64,
     nodes: HashMap<String, Slot>,
     events: Vec<ChangeEvent>,
 }
 
-/// Computes the outcome of `entry` at `zxid` and adds its writes to `batch`
-/// (everything except `last_applied`). A failed op or multi adds nothing.
+/// Node changes for the in-memory tree: path and new record (`None`: deleted).
+pub(crate) type NodeChanges = Vec<(String, Option<NodeRecord>)>;
+
+/// Entries applied but not yet written: their RocksDB writes in one batch,
+/// and their node changes (the last one per path), which later entries of
+/// the run read before the in-memory tree.
+#[derive(Default)]
+pub(crate) struct Run {
+    batch: WriteBatch,
+    nodes: HashMap<String, Option<NodeRecord>>,
+    entries: usize,
+}
+
+impl Run {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The batch and the node changes; the run is empty afterwards.
+    pub(crate) fn take(&mut self) -> (WriteBatch, NodeChanges) {
+        self.entries = 0;
+        (
+            std::mem::take(&mut self.batch),
+            self.nodes.drain().collect(),
+        )
+    }
+}
+
+/// One entry's outcome and events.
+type Effects = (TxnOutcome, Vec<ChangeEvent>);
+
+/// Computes the outcome of `entry` at `zxid` on top of the store and the
+/// entries before it in `run`, and adds its writes (everything except
+/// `last_applied`) and node changes to `run`. A failed op or multi adds
+/// nothing.
 pub(crate) fn apply_entry(
     store: &Store,
+    run: &mut Run,
     zxid: Zxid,
     entry: &Entry,
-    batch: &mut WriteBatch,
-) -> Result<(TxnOutcome, Vec<ChangeEvent>), StoreError> {
+) -> Result<Effects, StoreError> {
+    run.entries += 1;
+    let Run {
+        batch,
+        nodes: pending,
+        ..
+    } = run;
     let mut ov = Overlay {
         store,
+        pending,
         zxid,
         time_ms: entry.time_ms,
         nodes: HashMap::new(),
@@ -198,7 +240,10 @@ impl Overlay<'_> {
         if let Some(slot) = self.nodes.get(path) {
             return Ok(slot.after.clone());
         }
-        let rec = self.store.read_node(path)?;
+        let rec = match self.pending.get(path) {
+            Some(rec) => rec.clone(),
+            None => self.store.read_node(path),
+        };
         self.nodes.insert(
             path.to_string(),
             Slot {
@@ -413,16 +458,17 @@ impl Overlay<'_> {
         Ok(())
     }
 
-    /// Writes every changed node and the index entries derived from it.
+    /// Writes every changed node and the index entries derived from it,
+    /// hands the node changes to the run, and returns the events.
     fn commit(self, batch: &mut WriteBatch) -> Result<Vec<ChangeEvent>, StoreError> {
         let nodes_cf = self.store.cf(CF_NODES)?;
         let eph_cf = self.store.cf(CF_EPHEMERALS)?;
         let reap_cf = self.store.cf(CF_REAP)?;
-        for (path, slot) in &self.nodes {
+        for (path, slot) in self.nodes {
             if !slot.dirty {
                 continue;
             }
-            let key = node_key(path);
+            let key = node_key(&path);
             match &slot.after {
                 Some(rec) => batch.put_cf(nodes_cf, &key, rec.encode()),
                 None => batch.delete_cf(nodes_cf, &key),
@@ -431,22 +477,23 @@ impl Overlay<'_> {
             let (old_owner, new_owner) = (owner(&slot.before), owner(&slot.after));
             if old_owner != new_owner {
                 if old_owner != 0 {
-                    batch.delete_cf(eph_cf, ephemeral_key(old_owner, path));
+                    batch.delete_cf(eph_cf, ephemeral_key(old_owner, &path));
                 }
                 if new_owner != 0 {
-                    batch.put_cf(eph_cf, ephemeral_key(new_owner, path), []);
+                    batch.put_cf(eph_cf, ephemeral_key(new_owner, &path), []);
                 }
             }
             let old_due = slot.before.as_ref().and_then(NodeRecord::due_ms);
             let new_due = slot.after.as_ref().and_then(NodeRecord::due_ms);
             if let Some(due) = old_due {
                 if old_due != new_due {
-                    batch.delete_cf(reap_cf, reap_key(due, path));
+                    batch.delete_cf(reap_cf, reap_key(due, &path));
                 }
             }
             if let (Some(due), Some(rec)) = (new_due, &slot.after) {
-                batch.put_cf(reap_cf, reap_key(due, path), u64_key(rec.stat.czxid));
+                batch.put_cf(reap_cf, reap_key(due, &path), u64_key(rec.stat.czxid));
             }
+            self.pending.insert(path, slot.after);
         }
         Ok(self.events)
     }

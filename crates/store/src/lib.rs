@@ -16,6 +16,7 @@ mod apply;
 mod error;
 mod keys;
 mod log;
+mod mem;
 mod path;
 mod record;
 mod replication;
@@ -32,6 +33,7 @@ use keys::{
     children_prefix, decode_u64, key_path, node_key, prefix_end, split_index_key, u64_key, ALL_CFS,
     CF_EPHEMERALS, CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED,
 };
+use mem::MemTree;
 use record::NodeRecord;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
@@ -39,7 +41,7 @@ use rocksdb::{
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Bounds and options of the store. Every bound has a name and a default.
 #[derive(Debug, Clone)]
@@ -89,6 +91,11 @@ pub struct Store {
     /// Held while apply writes its batch and while a checkpoint is cut, so a
     /// checkpoint's `last_applied` is exact.
     apply_lock: Mutex<()>,
+    /// The whole tree in memory (see `mem`). Its write lock is held across
+    /// each RocksDB write of the tree and the matching map update, so a
+    /// reader that takes a RocksDB snapshot under the read lock sees the
+    /// same state as the map.
+    mem: RwLock<MemTree>,
     zab: Mutex<ZabMeta>,
 }
 
@@ -120,6 +127,7 @@ impl Store {
             last_logged: AtomicU64::new(0),
             log_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
+            mem: RwLock::new(MemTree::default()),
             zab: Mutex::new(ZabMeta::default()),
         };
         let meta = store.cf(CF_META)?;
@@ -141,6 +149,7 @@ impl Store {
             }
         };
         store.last_applied.store(last_applied, Ordering::Release);
+        *store.mem_write() = MemTree::load(&store.db, store.cf(CF_NODES)?, last_applied)?;
         store
             .last_logged
             .store(store.compute_last_logged()?, Ordering::Release);
@@ -169,23 +178,70 @@ impl Store {
     /// (WAL on, not fsynced: the log is the durable record). A failed op or
     /// multi changes nothing but still consumes the zxid.
     pub fn apply(&self, zxid: Zxid, entry: &Entry) -> Result<Applied, StoreError> {
-        let last = self.last_applied.load(Ordering::Acquire);
-        assert!(
-            zxid.0 > last,
-            "apply: zxid {zxid} is not above last_applied {}",
-            Zxid(last)
-        );
-        let mut batch = WriteBatch::default();
-        let (outcome, events) = apply::apply_entry(self, zxid, entry, &mut batch)?;
-        batch.put_cf(self.cf(CF_META)?, META_LAST_APPLIED, u64_key(zxid.0));
+        let mut applied = self.apply_batch([(zxid, entry)])?;
+        applied.pop().ok_or_else(|| StoreError::Rocks("apply produced no result".into()))
+    }
+
+    /// Applies committed entries in order (ascending zxids above
+    /// `last_applied`), exactly as [`Store::apply`] one by one would, with
+    /// one RocksDB write for a run of tree entries (ops, multis, reaps,
+    /// no-ops) instead of one per entry. Session entries read the session
+    /// and ephemeral indexes, so each is written on its own, after the
+    /// entries before it. Later entries of a run see earlier ones' nodes.
+    pub fn apply_batch<'e>(
+        &self,
+        entries: impl IntoIterator<Item = (Zxid, &'e Entry)>,
+    ) -> Result<Vec<Applied>, StoreError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut run = apply::Run::default();
+        let mut out = Vec::new();
+        let mut last = self.last_applied.load(Ordering::Acquire);
+        for (zxid, entry) in entries {
+            assert!(
+                zxid.0 > last,
+                "apply: zxid {zxid} is not above last_applied {}",
+                Zxid(last)
+            );
+            let alone = entry.txn.reads_session_indexes();
+            if alone && !run.is_empty() {
+                self.write_run(&mut run, last)?;
+            }
+            let (outcome, events) = apply::apply_entry(self, &mut run, zxid, entry)?;
+            last = zxid.0;
+            if alone {
+                self.write_run(&mut run, last)?;
+            }
+            out.push(Applied {
+                zxid,
+                outcome,
+                events,
+            });
+        }
+        if !run.is_empty() {
+            self.write_run(&mut run, last)?;
+        }
+        Ok(out)
+    }
+
+    /// Writes a run's batch with `last_applied = last`, then its node
+    /// changes to the in-memory tree, under the tree's write lock.
+    fn write_run(&self, run: &mut apply::Run, last: u64) -> Result<(), StoreError> {
+        let (mut batch, changes) = run.take();
+        batch.put_cf(self.cf(CF_META)?, META_LAST_APPLIED, u64_key(last));
+        let mut mem = self.mem_write();
         self.db.write(batch)?;
-        self.last_applied.store(zxid.0, Ordering::Release);
-        Ok(Applied {
-            zxid,
-            outcome,
-            events,
-        })
+        mem.apply(last, changes);
+        drop(mem);
+        self.last_applied.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    fn mem_read(&self) -> RwLockReadGuard<'_, MemTree> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mem_write(&self) -> RwLockWriteGuard<'_, MemTree> {
+        self.mem.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The zxid of the last applied entry.
@@ -195,11 +251,14 @@ impl Store {
 
     // ---- reads -----------------------------------------------------------
 
-    pub(crate) fn read_node(&self, path: &str) -> Result<Option<NodeRecord>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(CF_NODES)?, node_key(path))? {
-            Some(v) => Ok(Some(NodeRecord::decode(&v)?)),
-            None => Ok(None),
-        }
+    /// The applied record at `path` (from the in-memory tree).
+    pub(crate) fn read_node(&self, path: &str) -> Option<NodeRecord> {
+        self.mem_read().get(path).cloned()
+    }
+
+    /// How many znodes exist (the root included).
+    pub fn node_count(&self) -> usize {
+        self.mem_read().len()
     }
 
     pub(crate) fn session_exists(&self, id: SessionId) -> Result<bool, StoreError> {
@@ -234,11 +293,20 @@ impl Store {
 
     /// Data and stat of `path`, or `Ok(None)` if it does not exist (an
     /// invalid path, see [`validate_path`], does not exist).
+    /// Served from memory; never blocks on I/O.
     pub fn get(&self, path: &str) -> Result<Option<(bytes::Bytes, Stat)>, StoreError> {
+        Ok(self.get_at(path).0)
+    }
+
+    /// [`Store::get`], and the zxid of the applied state it was read from
+    /// (at or above the node's `mzxid`; what `X-Keeper-Zxid` should say).
+    pub fn get_at(&self, path: &str) -> (Option<(bytes::Bytes, Stat)>, Zxid) {
         if validate_path(path, self.config.max_path_bytes).is_err() {
-            return Ok(None);
+            return (None, Zxid(self.mem_read().applied()));
         }
-        Ok(self.read_node(path)?.map(|rec| (rec.data, rec.stat)))
+        let mem = self.mem_read();
+        let found = mem.get(path).map(|rec| (rec.data.clone(), rec.stat));
+        (found, Zxid(mem.applied()))
     }
 
     /// A page of children of `path` (a prefix scan), starting after the child
@@ -251,13 +319,29 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<ChildrenPage>, StoreError> {
+        Ok(self.children_at(path, after, limit)?.0)
+    }
+
+    /// [`Store::children`], and the zxid of the applied state it was read
+    /// from (the same state [`Store::get_at`] would have seen then).
+    pub fn children_at(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Option<ChildrenPage>, Zxid), StoreError> {
         if validate_path(path, self.config.max_path_bytes).is_err() {
-            return Ok(None);
+            return Ok((None, self.last_applied()));
         }
         let cf = self.cf(CF_NODES)?;
-        let snap = self.db.snapshot();
+        let (snap, zxid) = {
+            // Under the tree's read lock, no run is between its RocksDB
+            // write and its map update: the snapshot matches the map.
+            let mem = self.mem_read();
+            (self.db.snapshot(), Zxid(mem.applied()))
+        };
         let Some(parent) = snap.get_pinned_cf(cf, node_key(path))? else {
-            return Ok(None);
+            return Ok((None, zxid));
         };
         let stat = NodeRecord::decode(&parent)?.stat;
         drop(parent);
@@ -289,11 +373,14 @@ impl Store {
             it.next();
         }
         it.status()?;
-        Ok(Some(ChildrenPage {
-            children,
-            stat,
-            more,
-        }))
+        Ok((
+            Some(ChildrenPage {
+                children,
+                stat,
+                more,
+            }),
+            zxid,
+        ))
     }
 
     /// All live sessions, by id (used by the leader to rebuild expiry tracking).

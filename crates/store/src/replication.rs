@@ -10,8 +10,10 @@
 //! of the two. The member's own ZAB epochs are kept.
 
 use crate::keys::{
-    decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_SESSIONS, META_LAST_APPLIED, META_LOG_FLOOR,
+    decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_NODES, CF_SESSIONS, META_LAST_APPLIED,
+    META_LOG_FLOOR,
 };
+use crate::mem::MemTree;
 use crate::{SessionId, SessionInfo};
 use crate::{Store, StoreError};
 use keeper_zab::Zxid;
@@ -113,7 +115,10 @@ impl Store {
         batch.put_cf(meta, META_LOG_FLOOR, u64_key(zxid));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
+        let mut mem = self.mem_write();
         self.db.write_opt(batch, &opts)?;
+        *mem = MemTree::load(&self.db, self.cf(CF_NODES)?, zxid)?;
+        drop(mem);
         self.last_applied.store(zxid, Ordering::Release);
         self.last_logged.store(zxid, Ordering::Release);
         Ok(Zxid(zxid))

@@ -121,6 +121,15 @@ pub enum Txn {
     Noop,
 }
 
+impl Txn {
+    /// Whether applying this txn reads or changes the session and
+    /// ephemeral indexes in RocksDB (rather than only the tree): such an
+    /// entry is applied on its own, never batched with others.
+    pub fn reads_session_indexes(&self) -> bool {
+        matches!(self, Txn::CreateSession { .. } | Txn::CloseSession { .. })
+    }
+}
+
 /// A replicated log entry: a transaction plus the leader's timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

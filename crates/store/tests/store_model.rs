@@ -447,6 +447,10 @@ enum Action {
     },
     Restart,
     Noop,
+    /// Several txns (ops, multis, sessions, no-ops) applied with one
+    /// `apply_batch`; each is resolved against the model as it stands after
+    /// the ones before it.
+    Batch(Vec<Action>),
 }
 
 /// A path for a create (`for_create`: mostly a new child of an existing node)
@@ -539,6 +543,17 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (0u16..400, 0u16..400, 1usize..6, prop::option::of(path_sel(false)))
             .prop_map(|(query_ahead, apply_ahead, limit, stale)| Action::Reap { query_ahead, apply_ahead, limit, stale }),
         1 => Just(Action::Restart),
+        1 => Just(Action::Noop),
+        3 => prop::collection::vec(batch_item(), 1..8).prop_map(Action::Batch),
+    ]
+}
+
+fn batch_item() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        12 => op_gen().prop_map(Action::Op),
+        3 => prop::collection::vec(op_gen(), 0..4).prop_map(Action::Multi),
+        2 => (1u16..10_000).prop_map(Action::CreateSession),
+        2 => sess_sel().prop_map(Action::CloseSession),
         1 => Just(Action::Noop),
     ]
 }
@@ -648,6 +663,54 @@ impl Run {
         Ok(())
     }
 
+    /// Applies `items` with one `Store::apply_batch` and checks every
+    /// outcome and event against the model applying them one by one.
+    fn apply_batch(&mut self, items: &[Action]) -> Result<(), TestCaseError> {
+        let mut entries = Vec::new();
+        let mut expected = Vec::new();
+        for item in items {
+            let txn = match item {
+                Action::Op(g) => Txn::Op(self.resolve_op(g)),
+                Action::Multi(gs) => Txn::Multi(gs.iter().map(|g| self.resolve_op(g)).collect()),
+                Action::CreateSession(t) => Txn::CreateSession {
+                    timeout_ms: u64::from(*t),
+                },
+                Action::CloseSession(sel) => Txn::CloseSession {
+                    id: self.resolve_session(sel),
+                },
+                _ => Txn::Noop,
+            };
+            self.zxid += 1;
+            let entry = Entry {
+                time_ms: self.now,
+                txn,
+            };
+            let (outcome, events) = self.model.apply(self.zxid, &entry);
+            if let TxnOutcome::SessionCreated { id, .. } = outcome {
+                self.all_sessions.push(id);
+            }
+            let bytes = entry.encode();
+            self.store()
+                .append_log(&[(Zxid(self.zxid), bytes.clone())])
+                .map_err(fail)?;
+            self.log.push((Zxid(self.zxid), bytes));
+            entries.push((Zxid(self.zxid), entry));
+            expected.push((outcome, events));
+        }
+        let got = self
+            .store()
+            .apply_batch(entries.iter().map(|(z, e)| (*z, e)))
+            .map_err(fail)?;
+        prop_assert_eq!(got.len(), entries.len());
+        for ((got, (outcome, events)), (zxid, entry)) in got.iter().zip(&expected).zip(&entries) {
+            prop_assert_eq!(got.zxid, *zxid);
+            prop_assert_eq!(&got.outcome, outcome, "outcome of {:?} in a batch", entry);
+            prop_assert_eq!(&got.events, events, "events of {:?} in a batch", entry);
+        }
+        prop_assert_eq!(self.store().last_applied(), Zxid(self.zxid));
+        Ok(())
+    }
+
     fn step(&mut self, dt: u8, action: &Action) -> Result<(), TestCaseError> {
         self.now += u64::from(dt);
         match action {
@@ -708,6 +771,7 @@ impl Run {
                 self.compare_all()?;
             }
             Action::Noop => self.apply(self.now, Txn::Noop)?,
+            Action::Batch(items) => self.apply_batch(items)?,
         }
         prop_assert_eq!(
             self.store().tree_digest().map_err(fail)?,
