@@ -2,8 +2,9 @@
 //!
 //! Data flow: a proposer (standalone log writer, or the ZAB driver) commits
 //! entries and sends them, in zxid order, as [`Committed`] batches to
-//! [`ApplierInput`]. A dedicated thread calls `Store::apply` for each entry,
-//! then, in this order: advances the applied-zxid `watch` (which
+//! [`ApplierInput`]. A dedicated thread applies everything queued with one
+//! `Store::apply_batch` (one RocksDB write per run of tree entries), then,
+//! in this order: advances the applied-zxid `watch` (which
 //! `X-Keeper-Min-Zxid` waits and read barriers observe), publishes the entry's
 //! [`ChangeEvent`]s on a bounded broadcast channel (the seam for watches), and
 //! answers the waiting request (if this member took it) with its [`Applied`].
@@ -36,6 +37,10 @@ pub struct Committed {
 
 /// Entries read from the log per step of the startup replay.
 const REPLAY_CHUNK_ENTRIES: usize = 1024;
+
+/// Most committed entries applied with one store write (queued batches
+/// are merged up to this).
+const MAX_APPLY_RUN_ENTRIES: usize = 1024;
 
 /// Options of the applier. Every bound has a name.
 #[derive(Debug, Clone, Copy)]
@@ -203,11 +208,13 @@ fn replay(store: &Store) -> Result<usize, StoreError> {
         if chunk.is_empty() {
             return Ok(count);
         }
-        for (zxid, bytes) in chunk {
-            let entry = Entry::decode(&bytes)?;
-            store.apply(zxid, &entry)?;
-            count += 1;
-        }
+        let entries = chunk
+            .iter()
+            .map(|(zxid, bytes)| Ok((*zxid, Entry::decode(bytes)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        count += store
+            .apply_batch(entries.iter().map(|(z, e)| (*z, e)))?
+            .len();
     }
 }
 
@@ -219,47 +226,88 @@ fn apply_loop(
     failed: Arc<AtomicBool>,
 ) {
     let mut last = store.last_applied();
-    while let Some(msg) = rx.blocking_recv() {
-        let batch = match msg {
+    let mut next = rx.blocking_recv();
+    while let Some(msg) = next.take() {
+        let mut batch = match msg {
             ApplierMsg::Batch(batch) => batch,
             ApplierMsg::Reset(zxid) => {
                 last = zxid;
                 applied_tx.send_replace(last);
+                next = rx.blocking_recv();
                 continue;
             }
         };
-        for committed in batch {
-            if failed.load(Ordering::Acquire) {
-                fail_one(committed, "an earlier apply failed");
-                continue;
-            }
-            if committed.zxid <= last {
-                // A proposer bug: entries must arrive once, in zxid order.
-                tracing::error!(zxid = %committed.zxid, last = %last, "entry out of order; not applied");
-                fail_one(committed, "entry out of zxid order");
-                continue;
-            }
-            match store.apply(committed.zxid, &committed.entry) {
-                Ok(applied) => {
-                    last = committed.zxid;
-                    applied_tx.send_replace(last);
-                    for event in &applied.events {
-                        // No subscribers is fine; lagging ones see `Lagged`.
-                        let _ = events.send(event.clone());
-                    }
-                    if let Some(reply) = committed.reply {
-                        let _ = reply.send(Ok(applied));
-                    }
+        // Whatever else is already queued joins this run (one store write).
+        while batch.len() < MAX_APPLY_RUN_ENTRIES {
+            match rx.try_recv() {
+                Ok(ApplierMsg::Batch(more)) => batch.extend(more),
+                Ok(reset) => {
+                    next = Some(reset);
+                    break;
                 }
-                Err(e) => {
-                    tracing::error!(zxid = %committed.zxid, error = %e, "apply failed; storage is broken");
-                    failed.store(true, Ordering::Release);
-                    fail_one(committed, &e.to_string());
-                }
+                Err(_) => break,
             }
+        }
+        last = apply_run(&store, batch, last, &applied_tx, &events, &failed);
+        if next.is_none() {
+            next = rx.blocking_recv();
         }
     }
     tracing::debug!(applied = %last, "applier stopped");
+}
+
+/// Applies one run of committed entries with one `Store::apply_batch`, then
+/// moves the applied watch, publishes the events and answers the waiters, in
+/// that order. Returns the new last applied zxid.
+fn apply_run(
+    store: &Store,
+    batch: Vec<Committed>,
+    mut last: Zxid,
+    applied_tx: &watch::Sender<Zxid>,
+    events: &broadcast::Sender<ChangeEvent>,
+    failed: &AtomicBool,
+) -> Zxid {
+    let mut run = Vec::with_capacity(batch.len());
+    for committed in batch {
+        if failed.load(Ordering::Acquire) {
+            fail_one(committed, "an earlier apply failed");
+        } else if committed.zxid <= run.last().map_or(last, |c: &Committed| c.zxid) {
+            // A proposer bug: entries must arrive once, in zxid order.
+            tracing::error!(zxid = %committed.zxid, last = %last, "entry out of order; not applied");
+            fail_one(committed, "entry out of zxid order");
+        } else {
+            run.push(committed);
+        }
+    }
+    if run.is_empty() {
+        return last;
+    }
+    match store.apply_batch(run.iter().map(|c| (c.zxid, &c.entry))) {
+        Ok(applied) => {
+            if let Some(c) = run.last() {
+                last = c.zxid;
+            }
+            applied_tx.send_replace(last);
+            for (committed, applied) in run.into_iter().zip(applied) {
+                for event in &applied.events {
+                    // No subscribers is fine; lagging ones see `Lagged`.
+                    let _ = events.send(event.clone());
+                }
+                if let Some(reply) = committed.reply {
+                    let _ = reply.send(Ok(applied));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(first = %run[0].zxid, error = %e, "apply failed; storage is broken");
+            failed.store(true, Ordering::Release);
+            let why = e.to_string();
+            for committed in run {
+                fail_one(committed, &why);
+            }
+        }
+    }
+    last
 }
 
 fn fail_one(committed: Committed, why: &str) {

@@ -4,11 +4,15 @@
 //! (HTTP middleware) and the write path (log writer, proposals); gauges that
 //! already live elsewhere (applied zxid, sessions) are passed in at render time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
+
+/// Request counts: route pattern -> method -> status. Nested so that the
+/// hot path looks up borrowed strings (no allocation) under a read lock.
+type RequestCounts = HashMap<String, HashMap<String, HashMap<u16, AtomicU64>>>;
 
 /// A fixed-bucket histogram (cumulative on render, as Prometheus wants).
 pub struct Histogram {
@@ -65,7 +69,7 @@ const SECONDS_BOUNDS: &[f64] = &[
 
 /// All metrics of one server process.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: RwLock<RequestCounts>,
     /// Txns handed to the log writer.
     pub proposals: AtomicU64,
     /// Txns that failed to commit (unavailable or storage failure).
@@ -85,7 +89,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: Mutex::new(BTreeMap::new()),
+            requests: RwLock::new(HashMap::new()),
             proposals: AtomicU64::new(0),
             proposal_failures: AtomicU64::new(0),
             batch_entries: Histogram::new(BATCH_BOUNDS),
@@ -104,18 +108,32 @@ pub struct Gauges {
     pub committed_zxid: u64,
     pub epoch: u32,
     pub sessions: usize,
+    pub znodes: usize,
 }
 
 impl Metrics {
     /// Counts one HTTP request by route pattern, method and status.
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.request_seconds.observe(elapsed.as_secs_f64());
-        let mut map = match self.requests.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *map.entry((route.to_string(), method.to_string(), status))
-            .or_insert(0) += 1;
+        {
+            let map = self.requests.read().unwrap_or_else(|p| p.into_inner());
+            let counter = map
+                .get(route)
+                .and_then(|m| m.get(method))
+                .and_then(|m| m.get(&status));
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut map = self.requests.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(route.to_string())
+            .or_default()
+            .entry(method.to_string())
+            .or_default()
+            .entry(status)
+            .or_insert_with(|| AtomicU64::new(0))
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every metric in the Prometheus text exposition format.
@@ -127,11 +145,16 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE keeper_http_requests_total counter");
         {
-            let map = match self.requests.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            for ((route, method, status), n) in map.iter() {
+            let map = self.requests.read().unwrap_or_else(|p| p.into_inner());
+            let mut sorted = BTreeMap::new();
+            for (route, methods) in map.iter() {
+                for (method, statuses) in methods {
+                    for (status, n) in statuses {
+                        sorted.insert((route, method, *status), n.load(Ordering::Relaxed));
+                    }
+                }
+            }
+            for ((route, method, status), n) in sorted {
                 let route = route.replace('\\', "\\\\").replace('"', "\\\"");
                 let _ = writeln!(
                     out,
@@ -198,6 +221,11 @@ impl Metrics {
                 "Live sessions tracked.",
                 gauges.sessions as u64,
             ),
+            (
+                "keeper_znodes",
+                "Znodes in the tree, the root included.",
+                gauges.znodes as u64,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -219,8 +247,11 @@ mod tests {
         m.record_request("/v1/nodes/{*path}", "GET", 200, Duration::from_millis(1));
         m.batch_entries.observe(3.0);
         m.batch_entries.observe(100.0);
+        m.record_request("/v1/nodes/{*path}", "GET", 404, Duration::from_millis(1));
+        m.record_request("/v1/nodes/{*path}", "PUT", 200, Duration::from_millis(1));
         let text = m.render(Gauges {
             applied_zxid: 9,
+            znodes: 3,
             ..Gauges::default()
         });
         assert!(text.contains(
@@ -229,6 +260,13 @@ mod tests {
         assert!(text.contains("keeper_log_batch_entries_bucket{le=\"4\"} 1"));
         assert!(text.contains("keeper_log_batch_entries_bucket{le=\"128\"} 2"));
         assert!(text.contains("keeper_log_batch_entries_count 2"));
+        assert!(text.contains(
+            "keeper_http_requests_total{route=\"/v1/nodes/{*path}\",method=\"GET\",status=\"404\"} 1"
+        ));
+        assert!(text.contains(
+            "keeper_http_requests_total{route=\"/v1/nodes/{*path}\",method=\"PUT\",status=\"200\"} 1"
+        ));
         assert!(text.contains("keeper_applied_zxid 9"));
+        assert!(text.contains("keeper_znodes 3"));
     }
 }

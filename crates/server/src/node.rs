@@ -172,7 +172,7 @@ impl Node {
                 stop_rx,
             )),
         ];
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             config: Arc::new(config),
             store,
             proposer: dyn_proposer,
@@ -180,7 +180,7 @@ impl Node {
             sessions,
             metrics,
             ready: Arc::new(AtomicBool::new(true)),
-        };
+        });
         Ok(Node {
             state,
             write_path,

@@ -179,7 +179,9 @@ impl Store {
     /// multi changes nothing but still consumes the zxid.
     pub fn apply(&self, zxid: Zxid, entry: &Entry) -> Result<Applied, StoreError> {
         let mut applied = self.apply_batch([(zxid, entry)])?;
-        applied.pop().ok_or_else(|| StoreError::Rocks("apply produced no result".into()))
+        applied
+            .pop()
+            .ok_or_else(|| StoreError::Rocks("apply produced no result".into()))
     }
 
     /// Applies committed entries in order (ascending zxids above

@@ -17,7 +17,7 @@ impl Store {
     /// Appends encoded entries (ascending zxids, above `last_logged`) in ONE
     /// write batch, fsynced when `sync_log` (group commit: the caller passes
     /// everything that is waiting). Returns after the data is durable.
-    pub fn append_log(&self, entries: &[(Zxid, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn append_log<B: AsRef<[u8]>>(&self, entries: &[(Zxid, B)]) -> Result<(), StoreError> {
         self.append_log_opt(entries, self.config.sync_log)
     }
 
@@ -26,7 +26,10 @@ impl Store {
     /// [`Store::sync_wal`] (or any synced write). The ZAB driver appends this
     /// way and group-commits with one `sync_wal` for everything appended
     /// meanwhile. A crash loses a suffix of unsynced entries, never a hole.
-    pub fn append_log_unsynced(&self, entries: &[(Zxid, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn append_log_unsynced<B: AsRef<[u8]>>(
+        &self,
+        entries: &[(Zxid, B)],
+    ) -> Result<(), StoreError> {
         self.append_log_opt(entries, false)
     }
 
@@ -38,7 +41,11 @@ impl Store {
         Ok(())
     }
 
-    fn append_log_opt(&self, entries: &[(Zxid, Vec<u8>)], sync: bool) -> Result<(), StoreError> {
+    fn append_log_opt<B: AsRef<[u8]>>(
+        &self,
+        entries: &[(Zxid, B)],
+        sync: bool,
+    ) -> Result<(), StoreError> {
         let Some((last, _)) = entries.last() else {
             return Ok(());
         };

@@ -821,7 +821,7 @@ fn log_append_read_truncate_compact_across_reopen() {
     let mut h = Harness::new();
     h.store().append_log(&log_entries(1..=5)).unwrap();
     h.store().append_log(&log_entries(6..=10)).unwrap();
-    h.store().append_log(&[]).unwrap();
+    h.store().append_log::<Vec<u8>>(&[]).unwrap();
     assert_eq!(h.store().last_logged(), Zxid(10));
     assert_eq!(h.store().first_logged(), Some(Zxid(1)));
     let read = h.store().read_log(Zxid(3), 4).unwrap();

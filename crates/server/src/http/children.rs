@@ -2,11 +2,11 @@
 
 use super::extract::{QueryArgs, ZnodePath};
 use super::nodes::{check_path, Consistency};
-use super::AppState;
+use super::{with_read_zxid, AppState};
 use crate::error::{ApiError, ErrorCode};
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use keeper_store::ChildrenPage;
 use serde::Deserialize;
 
 /// Query of a listing.
@@ -26,7 +26,7 @@ pub async fn list(
     State(state): State<AppState>,
     ZnodePath(path): ZnodePath,
     QueryArgs(query): QueryArgs<ListQuery>,
-) -> Result<Json<ChildrenPage>, ApiError> {
+) -> Result<Response, ApiError> {
     check_path(&state, &path)?;
     let max = state.config.max_children_page;
     let limit = match query.limit {
@@ -46,11 +46,13 @@ pub async fn list(
     }
     let store = state.store.clone();
     let lookup = path.clone();
-    let page =
-        tokio::task::spawn_blocking(move || store.children(&lookup, query.after.as_deref(), limit))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("list task failed: {e}")))??;
-    page.map(Json).ok_or_else(|| {
-        ApiError::new(ErrorCode::NoNode, format!("node does not exist: {path}")).with_path(path)
+    let (page, zxid) = tokio::task::spawn_blocking(move || {
+        store.children_at(&lookup, query.after.as_deref(), limit)
     })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("list task failed: {e}")))??;
+    let page = page.ok_or_else(|| {
+        ApiError::new(ErrorCode::NoNode, format!("node does not exist: {path}")).with_path(path)
+    })?;
+    Ok(with_read_zxid(Json(page).into_response(), zxid))
 }

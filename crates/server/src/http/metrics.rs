@@ -14,6 +14,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         committed_zxid: status.committed_zxid,
         epoch: status.epoch,
         sessions: state.sessions.count(),
+        znodes: state.store.node_count(),
     });
     state.proposer.render_metrics(&mut text);
     (

@@ -48,9 +48,26 @@ pub const ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-zxid");
 /// Request header: wait until this member has applied at least this zxid.
 pub const MIN_ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-min-zxid");
 
-/// Everything handlers share. Cheap to clone.
+/// Everything handlers share: one `Arc`, so the clone that every request
+/// and every layer makes is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub proposer: Arc<dyn Proposer>,
@@ -257,11 +274,7 @@ async fn limit_error(error: tower::BoxError) -> ApiError {
 /// on the response (whatever it is), and counts the request.
 async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let waited = match min_zxid(&request) {
         Ok(Some(wanted)) => wait_min_zxid(&state, wanted).await,
@@ -272,16 +285,35 @@ async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next)
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
-    let zxid = state.applied.applied_zxid().0;
+    // A read handler may have stamped the zxid of the state it read, which
+    // can be ahead of the applied watch: keep the larger (see `with_read_zxid`).
+    let stamped = response
+        .headers()
+        .get(&ZXID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let zxid = state.applied.applied_zxid().0.max(stamped);
     response
         .headers_mut()
         .insert(ZXID_HEADER, HeaderValue::from(zxid));
     state.metrics.record_request(
-        &route,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method.as_str(),
         response.status().as_u16(),
         started.elapsed(),
     );
+    response
+}
+
+/// Stamps `X-Keeper-Zxid` with the zxid of the state a read saw. The store
+/// can be a step ahead of the applied watch (it is moved after the write), so
+/// the watch alone could name a zxid below what the client was shown, and a
+/// client carrying it to another member could then read older state.
+pub fn with_read_zxid(mut response: Response, zxid: Zxid) -> Response {
+    response
+        .headers_mut()
+        .insert(ZXID_HEADER, HeaderValue::from(zxid.0));
     response
 }
 

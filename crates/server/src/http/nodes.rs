@@ -8,7 +8,7 @@
 use super::extract::{
     check_data_size, check_version, request_data, JsonBody, QueryArgs, ZnodePath,
 };
-use super::AppState;
+use super::{with_read_zxid, AppState};
 use crate::error::{ApiError, ErrorCode};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -233,21 +233,18 @@ pub async fn delete(
     }
 }
 
-/// `GET /v1/nodes/{path}` -> `200 {path, data|data_b64, stat}`.
+/// `GET /v1/nodes/{path}` -> `200 {path, data|data_b64, stat}`. Served
+/// from the in-memory tree, on the request's own task.
 pub async fn read(
     State(state): State<AppState>,
     ZnodePath(path): ZnodePath,
     QueryArgs(query): QueryArgs<ReadQuery>,
-) -> Result<Json<NodeBody>, ApiError> {
+) -> Result<Response, ApiError> {
     check_path(&state, &path)?;
     if query.consistency == Consistency::Linearizable {
         state.proposer.read_barrier().await?;
     }
-    let store = state.store.clone();
-    let lookup = path.clone();
-    let found = tokio::task::spawn_blocking(move || store.get(&lookup))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))??;
+    let (found, zxid) = state.store.get_at(&path);
     let (data, stat) = found.ok_or_else(|| {
         ApiError::new(ErrorCode::NoNode, format!("node does not exist: {path}")).with_path(&path)
     })?;
@@ -258,12 +255,13 @@ pub async fn read(
             Some(base64::engine::general_purpose::STANDARD.encode(&data)),
         ),
     };
-    Ok(Json(NodeBody {
+    let body = Json(NodeBody {
         path,
         data: text,
         data_b64: b64,
         stat,
-    }))
+    });
+    Ok(with_read_zxid(body.into_response(), zxid))
 }
 
 fn unexpected(result: &OpResult) -> ApiError {

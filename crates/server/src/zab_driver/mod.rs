@@ -7,8 +7,9 @@
 //!             one fsync per group ─▶ core.on_persisted ─▶ PROPOSAL/ACK/COMMIT via peer links
 //!   follower: Forward{txn} to the leader; the leader answers Forwarded{zxid}
 //!             after the PROPOSAL on the same FIFO link
-//!   everyone: core Commit{upto} ─▶ read entries back from the local log ─▶ applier
-//!             (Store::apply, in zxid order) ─▶ the waiting request gets its Applied
+//!   everyone: core Commit{upto} ─▶ entries from the in-memory log tail (or read back
+//!             from the local log) ─▶ applier (Store::apply_batch, in zxid order)
+//!             ─▶ the waiting request gets its Applied
 //! ```
 //!
 //! The loop executes the core's actions in order (see `keeper_zab::Action`
@@ -25,6 +26,7 @@
 //! (its fate is unknown: it may or may not commit under the next leader).
 
 mod log_sync;
+mod log_tail;
 mod log_view;
 mod snapshot;
 mod wire;
@@ -35,10 +37,12 @@ pub use wire::PeerMsg;
 use crate::applier::{AppliedView, ApplierInput, Committed, Reply};
 use crate::peer::{PeerEvent, PeerHandle};
 use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use keeper_store::{Applied, Entry, SessionId, Store, Txn};
 use keeper_zab::{Action, Bootstrap, Core, Member, MemberKind, NodeId, Zxid};
 use log_sync::{LogSync, Persisted};
+use log_tail::LogTail;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,6 +204,7 @@ impl ZabProposer {
             follower_lag: RwLock::new(Vec::new()),
         });
         let submitted = store.last_applied();
+        let tail = LogTail::new(store.last_logged());
         let mut driver = Driver {
             core,
             store,
@@ -213,6 +218,7 @@ impl ZabProposer {
             appended_since_sample: 0,
             samples: VecDeque::new(),
             submitted,
+            tail,
             waiters: HashMap::new(),
             forwards: HashMap::new(),
             forward_out: Vec::new(),
@@ -441,7 +447,6 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
 /// Entries read from the log per step when applying a commit.
 const COMMIT_READ_CHUNK: usize = 1024;
-
 struct Driver {
     core: Core,
     store: Arc<Store>,
@@ -458,6 +463,8 @@ struct Driver {
     samples: VecDeque<(u64, Zxid)>,
     /// Highest zxid handed to the applier.
     submitted: Zxid,
+    /// Appended entries not yet handed to the applier.
+    tail: LogTail,
     /// Writes taken by this member whose zxid is known, until applied.
     waiters: HashMap<Zxid, Reply>,
     /// Follower: writes forwarded to the leader, until it names their zxid.
@@ -816,11 +823,14 @@ impl Driver {
                     let Some(last) = entries.last().map(|e| e.zxid) else {
                         continue;
                     };
-                    let rows: Vec<(Zxid, Vec<u8>)> =
-                        entries.iter().map(|e| (e.zxid, e.data.to_vec())).collect();
+                    let rows: Vec<(Zxid, Bytes)> =
+                        entries.into_iter().map(|e| (e.zxid, e.data)).collect();
                     self.store.append_log_unsynced(&rows)?;
-                    self.note_appended(entries.len() as u64, last);
+                    self.note_appended(rows.len() as u64, last);
                     self.sync.appended(self.generation, last);
+                    for (zxid, data) in rows {
+                        self.tail.appended(zxid, data);
+                    }
                 }
                 Action::Truncate { to } => {
                     if to < self.submitted {
@@ -830,6 +840,7 @@ impl Driver {
                         )));
                     }
                     self.store.truncate_log_after(to)?;
+                    self.tail.truncated(to);
                     self.generation += 1;
                     self.samples.retain(|(_, z)| *z <= to);
                 }
@@ -868,11 +879,20 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads the newly committed entries back from the local log and hands
-    /// them, with their waiting requests, to the applier.
+    /// Hands the newly committed entries, with their waiting requests, to
+    /// the applier: from the in-memory tail, or read back from the local log
+    /// when the tail does not reach back far enough.
     async fn commit(&mut self, upto: Zxid) -> Result<(), Fatal> {
         while self.submitted < upto {
-            let rows = self.store.read_log(self.submitted, COMMIT_READ_CHUNK)?;
+            let rows = match self.tail.take(self.submitted, upto) {
+                Some(rows) => rows,
+                None => self
+                    .store
+                    .read_log(self.submitted, COMMIT_READ_CHUNK)?
+                    .into_iter()
+                    .map(|(z, v)| (z, Bytes::from(v)))
+                    .collect(),
+            };
             if rows.is_empty() {
                 return Err(Fatal(format!(
                     "committed entries after {} up to {upto} are not in the local log",
@@ -1024,6 +1044,7 @@ impl Driver {
         let _ = std::fs::remove_dir_all(&inc.dir);
         self.generation += 1;
         self.submitted = zxid;
+        self.tail.reset(zxid);
         self.samples.clear();
         self.appended_since_sample = 0;
         self.applier.reset_to(zxid).await;
