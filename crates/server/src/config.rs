@@ -270,6 +270,7 @@ impl Config {
             max_path_bytes: self.max_path_bytes,
             max_children_page: self.max_children_page,
             sync_log: true,
+            ..StoreConfig::default()
         }
     }
 

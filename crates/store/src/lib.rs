@@ -54,6 +54,10 @@ pub struct StoreConfig {
     pub max_children_page: usize,
     /// fsync the log on append (default true; tests of pure logic may turn it off).
     pub sync_log: bool,
+    /// Size of one RocksDB memtable per column family, in bytes (default
+    /// 8 MiB). Every write searches a memtable's skiplist; small ones stay
+    /// shallow and in cache, at the price of more (cheap) flushes.
+    pub memtable_bytes: usize,
 }
 
 /// RocksDB block cache shared by all column families, in bytes.
@@ -66,6 +70,7 @@ impl Default for StoreConfig {
             max_path_bytes: 4096,
             max_children_page: 10_000,
             sync_log: true,
+            memtable_bytes: 8 << 20,
         }
     }
 }
@@ -112,7 +117,12 @@ impl Store {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(DBCompressionType::None);
         cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_write_buffer_size(config.memtable_bytes);
         let mut db_opts = cf_opts.clone();
+        // Each column family has one writer thread (the log: the driver;
+        // the tree: the applier); sequential inserts reuse their skiplist
+        // position instead of searching from the top.
+        db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);

@@ -20,6 +20,7 @@ fn config() -> StoreConfig {
         max_path_bytes: 128,
         max_children_page: 5,
         sync_log: false,
+        ..StoreConfig::default()
     }
 }
 

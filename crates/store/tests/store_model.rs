@@ -25,6 +25,7 @@ fn config() -> StoreConfig {
         max_path_bytes: MAX_PATH,
         max_children_page: 4,
         sync_log: false,
+        ..StoreConfig::default()
     }
 }
 

@@ -204,7 +204,8 @@ impl ZabProposer {
             follower_lag: RwLock::new(Vec::new()),
         });
         let submitted = store.last_applied();
-        let tail = LogTail::new(store.last_logged());
+        let last_logged = store.last_logged();
+        let tail = LogTail::new(last_logged);
         let mut driver = Driver {
             core,
             store,
@@ -219,6 +220,9 @@ impl ZabProposer {
             samples: VecDeque::new(),
             submitted,
             tail,
+            queued: Vec::new(),
+            appended: last_logged,
+            durable: last_logged,
             waiters: HashMap::new(),
             forwards: HashMap::new(),
             forward_out: Vec::new(),
@@ -447,6 +451,16 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
 /// Entries read from the log per step when applying a commit.
 const COMMIT_READ_CHUNK: usize = 1024;
+/// The answers to one follower's forwarded writes: their zxids, or why not.
+type ForwardResults = Vec<(RequestId, Result<Zxid, String>)>;
+
+/// Who waits for a queued write: a client of this member, or a follower
+/// that forwarded it.
+enum Origin {
+    Local(Reply),
+    Forwarded(NodeId, RequestId),
+}
+
 struct Driver {
     core: Core,
     store: Arc<Store>,
@@ -465,6 +479,12 @@ struct Driver {
     submitted: Zxid,
     /// Appended entries not yet handed to the applier.
     tail: LogTail,
+    /// Leader: writes waiting for the next proposal batch (see `flush_proposals`).
+    queued: Vec<(Txn, Origin)>,
+    /// Last zxid appended to the local log, and last one reported durable
+    /// (in the current generation): the leader proposes when they meet.
+    appended: Zxid,
+    durable: Zxid,
     /// Writes taken by this member whose zxid is known, until applied.
     waiters: HashMap<Zxid, Reply>,
     /// Follower: writes forwarded to the leader, until it names their zxid.
@@ -532,7 +552,9 @@ impl Driver {
                 if now >= next_tick {
                     next_tick = now + tick;
                     self.on_tick().await?;
+                    self.flush_proposals(true).await?;
                 }
+                self.flush_proposals(false).await?;
                 self.flush_forwards();
             }
         }
@@ -563,6 +585,7 @@ impl Driver {
         if p.generation != self.generation {
             return Ok(()); // in flight across a truncation or snapshot install
         }
+        self.durable = self.durable.max(p.upto);
         let actions = self.core.on_persisted(&StoreLog(&self.store), p.upto)?;
         self.execute(actions).await
     }
@@ -687,19 +710,11 @@ impl Driver {
             return Ok(());
         }
         if self.is_serving_leader() {
-            let (txns, replies): (Vec<Txn>, Vec<Reply>) = proposals.into_iter().unzip();
-            match self.propose_batch(txns).await? {
-                Ok(first) => {
-                    for (i, reply) in replies.into_iter().enumerate() {
-                        self.waiters.insert(Zxid(first.0 + i as u64), reply);
-                    }
-                }
-                Err(why) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(ProposeError::Unavailable(why.clone())));
-                    }
-                }
-            }
+            self.queued.extend(
+                proposals
+                    .into_iter()
+                    .map(|(txn, reply)| (txn, Origin::Local(reply))),
+            );
         } else if self.known.0 == keeper_zab::Role::Following && self.known.3 {
             for (txn, reply) in proposals {
                 if self.forwards.len() >= self.opts.max_pending_forwards {
@@ -724,28 +739,65 @@ impl Driver {
     }
 
     async fn on_forward(&mut self, from: NodeId, reqs: Vec<(RequestId, Txn)>) -> Result<(), Fatal> {
-        let results: Vec<(RequestId, Result<Zxid, String>)> = if self.is_serving_leader() {
-            let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
-            let txns = reqs.into_iter().map(|(_, t)| t).collect();
+        if self.is_serving_leader() {
             self.shared
                 .metrics
                 .forwarded
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            match self.propose_batch(txns).await? {
-                Ok(first) => ids
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, r)| (r, Ok(Zxid(first.0 + i as u64))))
-                    .collect(),
-                Err(why) => ids.into_iter().map(|r| (r, Err(why.clone()))).collect(),
-            }
+                .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+            self.queued.extend(
+                reqs.into_iter()
+                    .map(|(r, txn)| (txn, Origin::Forwarded(from, r))),
+            );
         } else {
-            reqs.into_iter()
+            let results = reqs
+                .into_iter()
                 .map(|(r, _)| (r, Err("not the leader any more".to_string())))
-                .collect()
+                .collect();
+            let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+        }
+        Ok(())
+    }
+
+    /// Leader: proposes the queued writes as one batch, once the log has no
+    /// fsync outstanding (`force`, or a full batch, proposes at once).
+    /// Writes arriving during an fsync would wait for the next one anyway,
+    /// so gathering them costs no latency and makes one append, one PROPOSAL
+    /// per follower and one follower append out of many. Followers learn
+    /// the zxids of their forwarded writes after the PROPOSAL, on the same
+    /// FIFO link.
+    async fn flush_proposals(&mut self, force: bool) -> Result<(), Fatal> {
+        if self.queued.is_empty()
+            || (!force
+                && self.durable < self.appended
+                && self.queued.len() < self.opts.max_batch_entries)
+        {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut self.queued);
+        let (txns, origins): (Vec<Txn>, Vec<Origin>) = queued.into_iter().unzip();
+        let proposed = if self.is_serving_leader() {
+            self.propose_batch(txns).await?
+        } else {
+            Err("not the leader any more".to_string())
         };
-        // After the PROPOSALs above, on the same FIFO link.
-        let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+        let mut forwarded: HashMap<NodeId, ForwardResults> = HashMap::new();
+        for (i, origin) in origins.into_iter().enumerate() {
+            let result = proposed.clone().map(|first| Zxid(first.0 + i as u64));
+            match (origin, result) {
+                (Origin::Local(reply), Ok(zxid)) => {
+                    self.waiters.insert(zxid, reply);
+                }
+                (Origin::Local(reply), Err(why)) => {
+                    let _ = reply.send(Err(ProposeError::Unavailable(why)));
+                }
+                (Origin::Forwarded(from, req), result) => {
+                    forwarded.entry(from).or_default().push((req, result));
+                }
+            }
+        }
+        for (from, results) in forwarded {
+            let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+        }
         Ok(())
     }
 
@@ -826,6 +878,7 @@ impl Driver {
                     let rows: Vec<(Zxid, Bytes)> =
                         entries.into_iter().map(|e| (e.zxid, e.data)).collect();
                     self.store.append_log_unsynced(&rows)?;
+                    self.appended = last;
                     self.note_appended(rows.len() as u64, last);
                     self.sync.appended(self.generation, last);
                     for (zxid, data) in rows {
@@ -841,6 +894,9 @@ impl Driver {
                     }
                     self.store.truncate_log_after(to)?;
                     self.tail.truncated(to);
+                    // Reports in flight are dropped (new generation).
+                    self.appended = to;
+                    self.durable = to;
                     self.generation += 1;
                     self.samples.retain(|(_, z)| *z <= to);
                 }
@@ -964,6 +1020,24 @@ impl Driver {
         for (_, reply) in self.waiters.drain() {
             let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
         }
+        // Queued writes were never proposed: they will not commit.
+        let mut forwarded: HashMap<NodeId, ForwardResults> = HashMap::new();
+        for (_, origin) in self.queued.drain(..) {
+            match origin {
+                Origin::Local(reply) => {
+                    let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
+                }
+                Origin::Forwarded(from, req) => {
+                    forwarded
+                        .entry(from)
+                        .or_default()
+                        .push((req, Err(why.to_string())));
+                }
+            }
+        }
+        for (from, results) in forwarded {
+            let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+        }
         self.fail_forwards(why);
     }
 
@@ -1045,6 +1119,8 @@ impl Driver {
         self.generation += 1;
         self.submitted = zxid;
         self.tail.reset(zxid);
+        self.appended = zxid;
+        self.durable = zxid;
         self.samples.clear();
         self.appended_since_sample = 0;
         self.applier.reset_to(zxid).await;
