@@ -6,6 +6,9 @@
 //! `keeper` with no subcommand runs the server; subcommands (`print-config`,
 //! later `bench`, ...) sit beside it.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keeper_server::{Config, PeerSpec};
 use std::path::PathBuf;

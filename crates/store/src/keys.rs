@@ -51,7 +51,9 @@ pub(crate) fn node_key(path: &str) -> Vec<u8> {
     key
 }
 
-/// The common prefix of the keys of all children of `path`.
+/// The common prefix of the keys of all children of `path` (the layout
+/// keeps a node's children together; listings are served from memory).
+#[cfg(test)]
 pub(crate) fn children_prefix(path: &str) -> Vec<u8> {
     let mut prefix = if path == "/" {
         Vec::new()
@@ -63,6 +65,7 @@ pub(crate) fn children_prefix(path: &str) -> Vec<u8> {
 }
 
 /// The exclusive upper bound of a prefix that ends in a NUL byte.
+#[cfg(test)]
 pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     if let Some(last) = end.last_mut() {

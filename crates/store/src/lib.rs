@@ -30,14 +30,14 @@ pub use types::*;
 
 use keeper_zab::Zxid;
 use keys::{
-    children_prefix, decode_u64, key_path, node_key, prefix_end, split_index_key, u64_key, ALL_CFS,
-    CF_EPHEMERALS, CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED,
+    decode_u64, key_path, node_key, split_index_key, u64_key, ALL_CFS, CF_EPHEMERALS, CF_LOG,
+    CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED,
 };
 use mem::MemTree;
 use record::NodeRecord;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteBatch, DB,
+    IteratorMode, MemtableFactory, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,8 +55,9 @@ pub struct StoreConfig {
     /// fsync the log on append (default true; tests of pure logic may turn it off).
     pub sync_log: bool,
     /// Size of one RocksDB memtable per column family, in bytes (default
-    /// 8 MiB). Every write searches a memtable's skiplist; small ones stay
-    /// shallow and in cache, at the price of more (cheap) flushes.
+    /// 64 MiB). Larger than the retained log tail, so most log entries are
+    /// compacted away while still in memory and are written to disk once
+    /// (the WAL), never again to table files.
     pub memtable_bytes: usize,
 }
 
@@ -70,7 +71,7 @@ impl Default for StoreConfig {
             max_path_bytes: 4096,
             max_children_page: 10_000,
             sync_log: true,
-            memtable_bytes: 8 << 20,
+            memtable_bytes: 64 << 20,
         }
     }
 }
@@ -90,6 +91,9 @@ pub struct Store {
     db: DB,
     config: StoreConfig,
     last_applied: AtomicU64,
+    /// A `last_applied` known to be on disk (applies skip the WAL; see
+    /// [`Store::flush_tree`]). The log is never compacted above it.
+    durable_applied: AtomicU64,
     last_logged: AtomicU64,
     /// Serializes log mutations (append, truncate, compact) and `last_logged`.
     log_lock: Mutex<()>,
@@ -123,17 +127,33 @@ impl Store {
         // the tree: the applier); sequential inserts reuse their skiplist
         // position instead of searching from the top.
         db_opts.set_allow_concurrent_memtable_write(false);
+        // Applies skip the WAL (the log is the durable record, see
+        // `write_run`): every flush must cut all column families at one
+        // point, so that the tree, its indexes and `last_applied` on disk
+        // always agree.
+        db_opts.set_atomic_flush(true);
+        // Flush rather than keep WAL files for a rarely written family.
+        db_opts.set_max_total_wal_size(4 * config.memtable_bytes as u64);
+
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut opts = cf_opts.clone();
+            if *name == CF_NODES {
+                // Only full scans read this column family (the tree is served
+                // from memory): an append-only memtable, sorted once at flush,
+                // instead of a skiplist search per written node.
+                opts.set_memtable_factory(MemtableFactory::Vector);
+            }
+            ColumnFamilyDescriptor::new(*name, opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
         let store = Store {
             db,
             config,
             last_applied: AtomicU64::new(0),
+            durable_applied: AtomicU64::new(0),
             last_logged: AtomicU64::new(0),
             log_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
@@ -159,6 +179,7 @@ impl Store {
             }
         };
         store.last_applied.store(last_applied, Ordering::Release);
+        store.durable_applied.store(last_applied, Ordering::Release);
         *store.mem_write() = MemTree::load(&store.db, store.cf(CF_NODES)?, last_applied)?;
         store
             .last_logged
@@ -237,15 +258,46 @@ impl Store {
 
     /// Writes a run's batch with `last_applied = last`, then its node
     /// changes to the in-memory tree, under the tree's write lock.
+    ///
+    /// The batch skips RocksDB's WAL: every applied entry is already durable
+    /// in the log, so after a crash the store comes back at the last
+    /// (atomic) flush, with a `last_applied` that matches it, and the
+    /// entries above are applied again from the log (replayed at start by a
+    /// standalone member, committed again by ZAB in a cluster). The log is
+    /// not compacted above [`Store::durable_applied`], so they are there.
     fn write_run(&self, run: &mut apply::Run, last: u64) -> Result<(), StoreError> {
         let (mut batch, changes) = run.take();
         batch.put_cf(self.cf(CF_META)?, META_LAST_APPLIED, u64_key(last));
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
         let mut mem = self.mem_write();
-        self.db.write(batch)?;
+        self.db.write_opt(batch, &opts)?;
         mem.apply(last, changes);
         drop(mem);
         self.last_applied.store(last, Ordering::Release);
         Ok(())
+    }
+
+    /// Flushes the tree, its indexes and `last_applied` to disk (atomically;
+    /// the log is durable through the WAL and is left in memory) and returns
+    /// the `last_applied` that is now durable, at least.
+    pub fn flush_tree(&self) -> Result<Zxid, StoreError> {
+        // Everything applied up to here was written before the flush starts.
+        let applied = self.last_applied.load(Ordering::Acquire);
+        let cfs = ALL_CFS
+            .iter()
+            .filter(|name| **name != CF_LOG)
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+        Ok(Zxid(applied))
+    }
+
+    /// A zxid at or below which every applied entry is on disk.
+    pub fn durable_applied(&self) -> Zxid {
+        Zxid(self.durable_applied.load(Ordering::Acquire))
     }
 
     fn mem_read(&self) -> RwLockReadGuard<'_, MemTree> {
@@ -335,60 +387,27 @@ impl Store {
     }
 
     /// [`Store::children`], and the zxid of the applied state it was read
-    /// from (the same state [`Store::get_at`] would have seen then).
+    /// from. Served from the in-memory tree.
     pub fn children_at(
         &self,
         path: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Option<ChildrenPage>, Zxid), StoreError> {
+        let mem = self.mem_read();
+        let zxid = Zxid(mem.applied());
         if validate_path(path, self.config.max_path_bytes).is_err() {
-            return Ok((None, self.last_applied()));
+            return Ok((None, zxid));
         }
-        let cf = self.cf(CF_NODES)?;
-        let (snap, zxid) = {
-            // Under the tree's read lock, no run is between its RocksDB
-            // write and its map update: the snapshot matches the map.
-            let mem = self.mem_read();
-            (self.db.snapshot(), Zxid(mem.applied()))
-        };
-        let Some(parent) = snap.get_pinned_cf(cf, node_key(path))? else {
+        let Some(parent) = mem.get(path) else {
             return Ok((None, zxid));
         };
-        let stat = NodeRecord::decode(&parent)?.stat;
-        drop(parent);
         let limit = limit.min(self.config.max_children_page);
-        let prefix = children_prefix(path);
-        let mut start = prefix.clone();
-        if let Some(after) = after {
-            // The first key above prefix ++ after (names never contain NUL).
-            start.extend_from_slice(after.as_bytes());
-            start.push(0);
-        }
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(prefix_end(&prefix));
-        let mut it = snap.raw_iterator_cf_opt(cf, opts);
-        it.seek(&start);
-        let mut children = Vec::with_capacity(limit.min(stat.num_children as usize));
-        let mut more = false;
-        while let Some(key) = it.key() {
-            if children.len() == limit {
-                more = true;
-                break;
-            }
-            let name = key.get(prefix.len()..).unwrap_or_default();
-            let name = std::str::from_utf8(name).map_err(|e| StoreError::Corrupt {
-                what: "node key",
-                detail: e.to_string(),
-            })?;
-            children.push(name.to_string());
-            it.next();
-        }
-        it.status()?;
+        let (children, more) = mem.children_page(path, after, limit);
         Ok((
             Some(ChildrenPage {
                 children,
-                stat,
+                stat: parent.stat,
                 more,
             }),
             zxid,

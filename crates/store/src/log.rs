@@ -124,11 +124,19 @@ impl Store {
 
     /// Removes log entries with zxid < `zxid` (compaction behind a snapshot).
     /// The highest removed zxid is kept in meta, so `last_logged` survives
-    /// compacting everything.
-    pub fn compact_log_before(&self, zxid: Zxid) -> Result<(), StoreError> {
+    /// compacting everything. Never removes an entry above
+    /// [`Store::durable_applied`] (the store may need it again after a
+    /// crash): the cut is lowered to that. Returns the cut used.
+    pub fn compact_log_before(&self, zxid: Zxid) -> Result<Zxid, StoreError> {
         let _guard = self.lock_log();
+        let durable = self.durable_applied();
+        let zxid = if zxid.0 > durable.0.saturating_add(1) {
+            Zxid(durable.0.saturating_add(1))
+        } else {
+            zxid
+        };
         if zxid.0 == 0 {
-            return Ok(());
+            return Ok(zxid);
         }
         let cf = self.cf(CF_LOG)?;
         let mut it = self.db.raw_iterator_cf(cf);
@@ -137,7 +145,7 @@ impl Store {
             Some(key) => decode_u64(key, "log key")?,
             None => {
                 it.status()?;
-                return Ok(()); // nothing below zxid
+                return Ok(zxid); // nothing below zxid
             }
         };
         let mut batch = WriteBatch::default();
@@ -148,7 +156,7 @@ impl Store {
         self.db.write(batch)?;
         self.last_logged
             .store(self.compute_last_logged()?, Ordering::Release);
-        Ok(())
+        Ok(zxid)
     }
 
     /// The durable ZAB epochs (zero in a fresh store).

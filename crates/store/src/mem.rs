@@ -1,11 +1,14 @@
-//! The in-memory copy of the znode tree: every node's record by path.
+//! The in-memory copy of the znode tree: every node's record by path, and
+//! every node's children names, sorted.
 //!
 //! Like ZooKeeper's DataTree, the whole tree lives in memory; RocksDB's
-//! `nodes` column family is its durable copy. Point reads (`Store::get`) and
-//! every read the state machine makes while applying are served from here,
-//! never from RocksDB: a hash lookup and a reference-counted clone of the
-//! data instead of a memtable search, a decode and a copy. Listings
-//! (`Store::children`), digests and checkpoints still read RocksDB.
+//! `nodes` column family is its durable copy, read only to load this map
+//! (open, snapshot install), for digests and for checkpoints. Point reads
+//! (`Store::get`), listings (`Store::children`) and every read the state
+//! machine makes while applying are served from here: a hash lookup and a
+//! reference-counted clone of the data instead of a memtable search, a
+//! decode and a copy. Because nothing else reads the `nodes` column family
+//! by key, it can use an append-only memtable (see `Store::open`).
 //!
 //! Only `Store::open` (load), apply (change) and `Store::install_snapshot`
 //! (reload) write it, all under the store's apply lock. Each change also
@@ -14,30 +17,81 @@
 //! from (`Store::get_at`).
 
 use crate::keys::key_path;
+use crate::path::split_parent;
 use crate::record::NodeRecord;
 use crate::StoreError;
 use rocksdb::{ColumnFamily, IteratorMode, DB};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
-/// Every znode by path, and the zxid of the last entry reflected.
+/// Every znode by path, children names by parent, and the zxid of the last
+/// entry reflected.
 #[derive(Default)]
 pub(crate) struct MemTree {
     nodes: HashMap<Box<str>, NodeRecord>,
+    /// Names of each node's children, sorted bytewise; no entry: no children.
+    children: HashMap<Box<str>, BTreeSet<Box<str>>>,
     applied: u64,
 }
 
 impl MemTree {
     /// Loads every record of the `nodes` column family.
     pub(crate) fn load(db: &DB, cf: &ColumnFamily, applied: u64) -> Result<MemTree, StoreError> {
-        let mut nodes = HashMap::new();
+        let mut tree = MemTree {
+            applied,
+            ..MemTree::default()
+        };
         for item in db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item?;
-            nodes.insert(
-                key_path(&key)?.into_boxed_str(),
-                NodeRecord::decode(&value)?,
-            );
+            tree.insert(key_path(&key)?, NodeRecord::decode(&value)?);
         }
-        Ok(MemTree { nodes, applied })
+        Ok(tree)
+    }
+
+    fn insert(&mut self, path: String, rec: NodeRecord) {
+        if !self.nodes.contains_key(path.as_str()) {
+            if let Some((parent, name)) = split_parent(&path) {
+                self.children
+                    .entry(parent.into())
+                    .or_default()
+                    .insert(name.into());
+            }
+        }
+        self.nodes.insert(path.into_boxed_str(), rec);
+    }
+
+    fn remove(&mut self, path: &str) {
+        if self.nodes.remove(path).is_none() {
+            return;
+        }
+        if let Some((parent, name)) = split_parent(path) {
+            if let Some(names) = self.children.get_mut(parent) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.children.remove(parent);
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` children names of `path` after `after` (exclusive),
+    /// sorted, and whether more follow.
+    pub(crate) fn children_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let Some(names) = self.children.get(path) else {
+            return (Vec::new(), false);
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut range = names.range::<str, _>((start, Bound::Unbounded));
+        let page: Vec<String> = range.by_ref().take(limit).map(|n| n.to_string()).collect();
+        (page, range.next().is_some())
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&NodeRecord> {
@@ -57,12 +111,8 @@ impl MemTree {
     pub(crate) fn apply(&mut self, zxid: u64, changes: Vec<(String, Option<NodeRecord>)>) {
         for (path, rec) in changes {
             match rec {
-                Some(rec) => {
-                    self.nodes.insert(path.into_boxed_str(), rec);
-                }
-                None => {
-                    self.nodes.remove(path.as_str());
-                }
+                Some(rec) => self.insert(path, rec),
+                None => self.remove(&path),
             }
         }
         self.applied = self.applied.max(zxid);

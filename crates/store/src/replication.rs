@@ -120,6 +120,7 @@ impl Store {
         *mem = MemTree::load(&self.db, self.cf(CF_NODES)?, zxid)?;
         drop(mem);
         self.last_applied.store(zxid, Ordering::Release);
+        self.durable_applied.store(zxid, Ordering::Release);
         self.last_logged.store(zxid, Ordering::Release);
         Ok(Zxid(zxid))
     }

@@ -840,7 +840,20 @@ fn log_append_read_truncate_compact_across_reopen() {
         log_entries(1..=7)
     );
     h.store().append_log(&log_entries(8..=9)).unwrap();
-    h.store().compact_log_before(Zxid(4)).unwrap();
+    // Compaction never cuts above what is durably applied.
+    assert_eq!(h.store().compact_log_before(Zxid(4)).unwrap(), Zxid(1));
+    assert_eq!(h.store().first_logged(), Some(Zxid(1)));
+    let noop = Entry {
+        time_ms: 0,
+        txn: Txn::Noop,
+    };
+    for z in 1..=9 {
+        h.store().apply(Zxid(z), &noop).unwrap();
+    }
+    assert_eq!(h.store().compact_log_before(Zxid(4)).unwrap(), Zxid(1));
+    assert_eq!(h.store().flush_tree().unwrap(), Zxid(9));
+    assert_eq!(h.store().durable_applied(), Zxid(9));
+    assert_eq!(h.store().compact_log_before(Zxid(4)).unwrap(), Zxid(4));
     assert_eq!(h.store().first_logged(), Some(Zxid(4)));
     assert_eq!(
         h.store().read_log(Zxid(0), 100).unwrap(),

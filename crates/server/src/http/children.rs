@@ -44,13 +44,9 @@ pub async fn list(
     if query.consistency == Consistency::Linearizable {
         state.proposer.read_barrier().await?;
     }
-    let store = state.store.clone();
-    let lookup = path.clone();
-    let (page, zxid) = tokio::task::spawn_blocking(move || {
-        store.children_at(&lookup, query.after.as_deref(), limit)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("list task failed: {e}")))??;
+    let (page, zxid) = state
+        .store
+        .children_at(&path, query.after.as_deref(), limit)?;
     let page = page.ok_or_else(|| {
         ApiError::new(ErrorCode::NoNode, format!("node does not exist: {path}")).with_path(path)
     })?;

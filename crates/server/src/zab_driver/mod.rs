@@ -45,7 +45,7 @@ use log_sync::{LogSync, Persisted};
 use log_tail::LogTail;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -129,6 +129,8 @@ struct Shared {
     status: RwLock<ClusterStatus>,
     metrics: ZabMetrics,
     follower_lag: RwLock<Vec<(u64, u64)>>,
+    /// A background store flush is running (see `flush_tree_in_background`).
+    flushing: AtomicBool,
 }
 
 /// What the driver runs on: the member's store and applier, its peer
@@ -202,6 +204,7 @@ impl ZabProposer {
             }),
             metrics: ZabMetrics::default(),
             follower_lag: RwLock::new(Vec::new()),
+            flushing: AtomicBool::new(false),
         });
         let submitted = store.last_applied();
         let last_logged = store.last_logged();
@@ -1163,20 +1166,44 @@ impl Driver {
             return Ok(());
         };
         let applied = self.view.applied_zxid();
+        let durable = self.store.durable_applied();
         let mut cut = None;
         while let Some(&(n, z)) = self.samples.front() {
-            if newest - n > self.opts.log_retain_entries && z <= applied {
-                cut = Some(z);
-                self.samples.pop_front();
-            } else {
+            if newest - n <= self.opts.log_retain_entries || z > applied {
                 break;
             }
+            if z > durable {
+                // Entries above what is on disk may be needed after a
+                // crash: flush first; a later call (on a tick) cuts.
+                self.flush_tree_in_background();
+                break;
+            }
+            cut = Some(z);
+            self.samples.pop_front();
         }
         if let Some(z) = cut {
-            self.store.compact_log_before(z)?;
-            tracing::debug!(before = %z, "compacted the log");
+            let done = self.store.compact_log_before(z)?;
+            tracing::debug!(wanted = %z, before = %done, "compacted the log");
         }
         Ok(())
+    }
+
+    /// Flushes the store in a blocking task (at most one at a time), which
+    /// moves `durable_applied` up to what is applied now; the next
+    /// compactions can then cut that far.
+    fn flush_tree_in_background(&self) {
+        if self.shared.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.store.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.flush_tree() {
+                Ok(zxid) => tracing::debug!(durable = %zxid, "flushed the store"),
+                Err(e) => tracing::warn!(error = %e, "flushing the store failed"),
+            }
+            shared.flushing.store(false, Ordering::Release);
+        });
     }
 
     // ---- status -------------------------------------------------------------
