@@ -10,7 +10,7 @@
 //! patterns, handler): the router is built from it, and a test compares it
 //! with `api/openapi.yaml`. Around the routes, outermost first: the zxid layer
 //! (`X-Keeper-Min-Zxid` wait, `X-Keeper-Zxid` on every response, request
-//! metrics), tracing, then timeout and the global concurrency limit (both
+//! metrics, a debug event per request), then timeout and the global concurrency limit (both
 //! answered in the [`ApiError`] format), then the body size limit (rejected
 //! by [`extract::JsonBody`] as `413 TooLarge`).
 
@@ -224,7 +224,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed);
     with_limits(router, &config)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             zxid_layer,
@@ -297,12 +296,14 @@ async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next)
     response
         .headers_mut()
         .insert(ZXID_HEADER, HeaderValue::from(zxid));
-    state.metrics.record_request(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    // One event per request, only when asked for (`RUST_LOG=keeper_server::http=debug`).
+    tracing::debug!(%method, route, status, ?elapsed, "request");
+    state
+        .metrics
+        .record_request(route, method.as_str(), status, elapsed);
     response
 }
 
