@@ -29,7 +29,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::sessions::Sessions;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
@@ -41,7 +40,7 @@ use keeper_zab::Zxid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceBuilder;
+use tokio::sync::Semaphore;
 
 /// Response header: the last zxid applied by the member that answered.
 pub const ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-zxid");
@@ -232,19 +231,40 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the request limits of `config`: body size (rejected by
-/// [`extract::JsonBody`] as `413 TooLarge`), per-request timeout (`504
-/// Timeout`) and one concurrency limit shared by all routes (excess requests
-/// wait, within the timeout).
+/// [`extract::JsonBody`] as `413 TooLarge`), then one middleware with the
+/// concurrency limit shared by all routes (excess requests wait) and the
+/// per-request timeout (`504 Timeout`; waiting for a slot counts).
 fn with_limits<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &Config) -> Router<S> {
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(limit_error))
-        .timeout(Duration::from_millis(config.request_timeout_ms))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            config.max_concurrent_requests,
-        ));
+    let limits = Limits {
+        permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+        timeout: Duration::from_millis(config.request_timeout_ms),
+    };
     router
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
-        .layer(limits)
+        .layer(axum::middleware::from_fn_with_state(limits, limit_layer))
+}
+
+/// The shared concurrency limit and the request timeout.
+#[derive(Clone)]
+struct Limits {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Runs a request once a slot is free, within the timeout. One plain
+/// middleware: tower's timeout, concurrency-limit and error-handling layers
+/// cost a boxed future and an error conversion each, on every request.
+async fn limit_layer(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let run = async {
+        let Ok(_permit) = limits.permits.acquire().await else {
+            return ApiError::new(ErrorCode::Unavailable, "server shutting down").into_response();
+        };
+        next.run(request).await
+    };
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(ErrorCode::Timeout, "request timed out").into_response(),
+    }
 }
 
 async fn no_such_endpoint() -> ApiError {
@@ -256,17 +276,6 @@ async fn method_not_allowed(method: Method) -> ApiError {
         ErrorCode::MethodNotAllowed,
         format!("method {method} is not allowed on this endpoint"),
     )
-}
-
-async fn limit_error(error: tower::BoxError) -> ApiError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(ErrorCode::Timeout, "request timed out")
-    } else {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            format!("request not served: {error}"),
-        )
-    }
 }
 
 /// Waits for `X-Keeper-Min-Zxid`, runs the request, stamps `X-Keeper-Zxid`
