@@ -790,3 +790,66 @@ async fn concurrent_writes_are_group_committed_and_all_acknowledged() {
     })
     .await;
 }
+
+/// A read's `X-Keeper-Zxid` is at or above the zxid of every change it shows,
+/// even while writes are being applied (the store runs a step ahead of the
+/// applied watch): a client that carries the header to another member never
+/// reads older state there.
+#[tokio::test]
+async fn read_zxid_header_covers_what_the_read_shows_under_writes() {
+    bounded(T, async {
+        let n = std::sync::Arc::new(TestNode::start().await);
+        let r = n
+            .call(Method::POST, "/v1/nodes/hot", Some(json!({"data": "0"})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let writer = {
+            let n = n.clone();
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    let r = n
+                        .call(
+                            Method::PUT,
+                            "/v1/nodes/hot",
+                            Some(json!({"data": i.to_string()})),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text);
+                    let r = n
+                        .call(
+                            Method::POST,
+                            &format!("/v1/nodes/hot/c{i}"),
+                            Some(json!({})),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{}", r.text);
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            let r = n.call(Method::GET, "/v1/nodes/hot", None).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let mzxid = r.json["stat"]["mzxid"].as_u64().unwrap();
+            let pzxid = r.json["stat"]["pzxid"].as_u64().unwrap();
+            assert!(
+                r.zxid() >= mzxid.max(pzxid),
+                "get: header {} below {}",
+                r.zxid(),
+                mzxid.max(pzxid)
+            );
+            let r = n.call(Method::GET, "/v1/children/hot", None).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let pzxid = r.json["stat"]["pzxid"].as_u64().unwrap();
+            assert!(
+                r.zxid() >= pzxid,
+                "children: header {} below {pzxid}",
+                r.zxid()
+            );
+            reads += 1;
+        }
+        writer.await.expect("writer");
+        assert!(reads > 0);
+    })
+    .await;
+}
