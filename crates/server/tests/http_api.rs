@@ -850,6 +850,11 @@ async fn read_zxid_header_covers_what_the_read_shows_under_writes() {
         }
         writer.await.expect("writer");
         assert!(reads > 0);
+        // Stop the node before the process exits (RocksDB must not outlive it).
+        match std::sync::Arc::try_unwrap(n) {
+            Ok(node) => node.shutdown().await,
+            Err(_) => panic!("the writer still holds the node"),
+        }
     })
     .await;
 }

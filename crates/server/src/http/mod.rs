@@ -293,15 +293,13 @@ async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next)
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
-    // A read handler may have stamped the zxid of the state it read, which
+    // A read handler may have noted the zxid of the state it read, which
     // can be ahead of the applied watch: keep the larger (see `with_read_zxid`).
-    let stamped = response
-        .headers()
-        .get(&ZXID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let zxid = state.applied.applied_zxid().0.max(stamped);
+    let read = response
+        .extensions()
+        .get::<ReadZxid>()
+        .map_or(0, |r| r.0 .0);
+    let zxid = state.applied.applied_zxid().0.max(read);
     response
         .headers_mut()
         .insert(ZXID_HEADER, HeaderValue::from(zxid));
@@ -316,16 +314,18 @@ async fn zxid_layer(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-/// Stamps `X-Keeper-Zxid` with the zxid of the state a read saw. The store
+/// Notes the zxid of the state a read saw, for `X-Keeper-Zxid`. The store
 /// can be a step ahead of the applied watch (it is moved after the write), so
 /// the watch alone could name a zxid below what the client was shown, and a
 /// client carrying it to another member could then read older state.
 pub fn with_read_zxid(mut response: Response, zxid: Zxid) -> Response {
-    response
-        .headers_mut()
-        .insert(ZXID_HEADER, HeaderValue::from(zxid.0));
+    response.extensions_mut().insert(ReadZxid(zxid));
     response
 }
+
+/// The zxid of the state a read saw, for the zxid layer's header.
+#[derive(Debug, Clone, Copy)]
+struct ReadZxid(Zxid);
 
 /// The `X-Keeper-Min-Zxid` of a request, if any; malformed is `400 BadArguments`.
 fn min_zxid(request: &Request) -> Result<Option<u64>, ApiError> {

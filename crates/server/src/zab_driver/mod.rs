@@ -783,10 +783,21 @@ impl Driver {
         } else {
             Err("not the leader any more".to_string())
         };
-        let mut forwarded: HashMap<NodeId, ForwardResults> = HashMap::new();
-        for (i, origin) in origins.into_iter().enumerate() {
+        let answers = origins.into_iter().enumerate().map(|(i, origin)| {
             let result = proposed.clone().map(|first| Zxid(first.0 + i as u64));
-            match (origin, result) {
+            (origin, result)
+        });
+        self.answer_queued(answers);
+        Ok(())
+    }
+
+    /// Tells each queued write where it went: a local one waits for its zxid
+    /// (or fails `Unavailable`); forwarded ones are answered per follower in
+    /// one `Forwarded` message (after the PROPOSAL, on the same FIFO link).
+    fn answer_queued(&mut self, answers: impl IntoIterator<Item = (Origin, Result<Zxid, String>)>) {
+        let mut forwarded: HashMap<NodeId, ForwardResults> = HashMap::new();
+        for answer in answers {
+            match answer {
                 (Origin::Local(reply), Ok(zxid)) => {
                     self.waiters.insert(zxid, reply);
                 }
@@ -801,7 +812,6 @@ impl Driver {
         for (from, results) in forwarded {
             let _ = self.peers.send(from, PeerMsg::Forwarded { results });
         }
-        Ok(())
     }
 
     async fn on_internal(&mut self, i: Internal) -> Result<(), Fatal> {
@@ -1024,23 +1034,12 @@ impl Driver {
             let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
         }
         // Queued writes were never proposed: they will not commit.
-        let mut forwarded: HashMap<NodeId, ForwardResults> = HashMap::new();
-        for (_, origin) in self.queued.drain(..) {
-            match origin {
-                Origin::Local(reply) => {
-                    let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
-                }
-                Origin::Forwarded(from, req) => {
-                    forwarded
-                        .entry(from)
-                        .or_default()
-                        .push((req, Err(why.to_string())));
-                }
-            }
-        }
-        for (from, results) in forwarded {
-            let _ = self.peers.send(from, PeerMsg::Forwarded { results });
-        }
+        let queued = std::mem::take(&mut self.queued);
+        self.answer_queued(
+            queued
+                .into_iter()
+                .map(|(_, origin)| (origin, Err(why.to_string()))),
+        );
         self.fail_forwards(why);
     }
 
