@@ -226,8 +226,17 @@ async fn five_members_write_with_two_down_refuse_with_three_down_and_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() {
     bounded(async {
-        // A short retained log, so a wiped member is beyond it and needs SNAP.
-        let mut cluster = Cluster::start_with(3, &["--log-retain-entries", "100"]);
+        // A short retained log in small segments (compaction removes whole
+        // segments), so a wiped member is beyond it and needs SNAP.
+        let mut cluster = Cluster::start_with(
+            3,
+            &[
+                "--log-retain-entries",
+                "100",
+                "--log-segment-bytes",
+                "16384",
+            ],
+        );
         let leader = cluster.expect_leader(ELECTION_LIMIT).await;
         let follower = followers_id(&cluster, leader);
         let http = http_client();

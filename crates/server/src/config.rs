@@ -115,6 +115,10 @@ pub struct Config {
     /// Cluster only: log entries kept behind the applied state for DIFF catch-up;
     /// a member further behind catches up by snapshot (SNAP).
     pub log_retain_entries: u64,
+    /// A log segment file takes no more entries past this size, in bytes;
+    /// compaction deletes whole segments, so up to one segment more than
+    /// `log_retain_entries` stays on disk.
+    pub log_segment_bytes: u64,
     /// Cluster only: size of one snapshot chunk on the peer link, in bytes.
     pub snapshot_chunk_bytes: usize,
 }
@@ -151,6 +155,7 @@ impl Default for Config {
             step_down_ticks: 10,
             max_pending_forwards: 10_000,
             log_retain_entries: 100_000,
+            log_segment_bytes: store.log_segment_bytes,
             snapshot_chunk_bytes: 1 << 20,
         }
     }
@@ -231,6 +236,7 @@ impl Config {
             ("step_down_ticks", self.step_down_ticks),
             ("max_pending_forwards", self.max_pending_forwards as u64),
             ("log_retain_entries", self.log_retain_entries),
+            ("log_segment_bytes", self.log_segment_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
@@ -270,6 +276,7 @@ impl Config {
             max_path_bytes: self.max_path_bytes,
             max_children_page: self.max_children_page,
             sync_log: true,
+            log_segment_bytes: self.log_segment_bytes,
             ..StoreConfig::default()
         }
     }

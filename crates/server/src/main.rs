@@ -121,6 +121,10 @@ struct ServerArgs {
     /// Log entries kept behind the applied state for DIFF catch-up.
     #[arg(long, env = "KEEPER_LOG_RETAIN_ENTRIES", value_name = "N")]
     log_retain_entries: Option<u64>,
+    /// A log segment file takes no more entries past this size, in bytes;
+    /// compaction deletes whole segments.
+    #[arg(long, env = "KEEPER_LOG_SEGMENT_BYTES", value_name = "BYTES")]
+    log_segment_bytes: Option<u64>,
     /// Size of one snapshot chunk on the peer link, in bytes.
     #[arg(long, env = "KEEPER_SNAPSHOT_CHUNK_BYTES", value_name = "BYTES")]
     snapshot_chunk_bytes: Option<usize>,
@@ -177,6 +181,7 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("step_down_ticks", d.step_down_ticks.to_string()),
         ("max_pending_forwards", d.max_pending_forwards.to_string()),
         ("log_retain_entries", d.log_retain_entries.to_string()),
+        ("log_segment_bytes", d.log_segment_bytes.to_string()),
         ("snapshot_chunk_bytes", d.snapshot_chunk_bytes.to_string()),
     ]
 }
@@ -240,6 +245,7 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         step_down_ticks,
         max_pending_forwards,
         log_retain_entries,
+        log_segment_bytes,
         snapshot_chunk_bytes,
     );
     if let Some(list) = &args.peers {

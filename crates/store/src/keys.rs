@@ -9,7 +9,8 @@
 
 use crate::StoreError;
 
-/// The replicated transaction log: big-endian zxid -> encoded `Entry`.
+/// The transaction log of stores written before the log moved to segment
+/// files (`wal`): big-endian zxid -> encoded `Entry`. Moved out at open.
 pub(crate) const CF_LOG: &str = "log";
 /// The znode tree: node key -> encoded `NodeRecord`.
 pub(crate) const CF_NODES: &str = "nodes";
@@ -36,6 +37,9 @@ pub(crate) const ALL_CFS: [&str; 6] = [
 pub(crate) const META_LAST_APPLIED: &[u8] = b"last_applied";
 /// meta: big-endian u64, the highest zxid ever removed by compaction.
 pub(crate) const META_LOG_FLOOR: &[u8] = b"log_floor";
+/// meta: big-endian u64, log segments numbered below it were replaced by an
+/// installed snapshot and are deleted when the store opens.
+pub(crate) const META_LOG_VOID_BELOW: &[u8] = b"log_void_below";
 /// meta: big-endian u32 accepted epoch ++ big-endian u32 current epoch.
 pub(crate) const META_ZAB: &[u8] = b"zab";
 

@@ -22,6 +22,7 @@ mod record;
 mod replication;
 mod snapshot;
 mod types;
+mod wal;
 
 pub use error::StoreError;
 pub use path::validate_path;
@@ -31,7 +32,7 @@ pub use types::*;
 use keeper_zab::Zxid;
 use keys::{
     decode_u64, key_path, node_key, split_index_key, u64_key, ALL_CFS, CF_EPHEMERALS, CF_LOG,
-    CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED,
+    CF_META, CF_NODES, CF_REAP, CF_SESSIONS, META_LAST_APPLIED, META_LOG_VOID_BELOW,
 };
 use mem::MemTree;
 use record::NodeRecord;
@@ -54,10 +55,11 @@ pub struct StoreConfig {
     pub max_children_page: usize,
     /// fsync the log on append (default true; tests of pure logic may turn it off).
     pub sync_log: bool,
+    /// A log segment file takes no more entries once it holds this many
+    /// bytes (default 64 MiB); compaction deletes whole segments.
+    pub log_segment_bytes: u64,
     /// Size of one RocksDB memtable per column family, in bytes (default
-    /// 64 MiB). Larger than the retained log tail, so most log entries are
-    /// compacted away while still in memory and are written to disk once
-    /// (the WAL), never again to table files.
+    /// 64 MiB).
     pub memtable_bytes: usize,
 }
 
@@ -72,6 +74,7 @@ impl Default for StoreConfig {
             max_children_page: 10_000,
             sync_log: true,
             memtable_bytes: 64 << 20,
+            log_segment_bytes: 64 << 20,
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct Store {
     /// [`Store::flush_tree`]). The log is never compacted above it.
     durable_applied: AtomicU64,
     last_logged: AtomicU64,
+    /// The transaction log (segment files in `<dir>/log`).
+    wal: wal::Wal,
     /// Serializes log mutations (append, truncate, compact) and `last_logged`.
     log_lock: Mutex<()>,
     /// Held while apply writes its batch and while a checkpoint is cut, so a
@@ -149,12 +154,28 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, opts)
         });
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
+        let void_below = match db.cf_handle(CF_META) {
+            Some(meta) => match db.get_pinned_cf(meta, META_LOG_VOID_BELOW)? {
+                Some(v) => decode_u64(&v, "log void_below")?,
+                None => 0,
+            },
+            None => 0,
+        };
+        let wal = wal::Wal::open(
+            &dir.join("log"),
+            wal::WalOptions {
+                segment_bytes: config.log_segment_bytes,
+                sync: config.sync_log,
+            },
+            void_below,
+        )?;
         let store = Store {
             db,
             config,
             last_applied: AtomicU64::new(0),
             durable_applied: AtomicU64::new(0),
             last_logged: AtomicU64::new(0),
+            wal,
             log_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
             mem: RwLock::new(MemTree::default()),
@@ -181,6 +202,7 @@ impl Store {
         store.last_applied.store(last_applied, Ordering::Release);
         store.durable_applied.store(last_applied, Ordering::Release);
         *store.mem_write() = MemTree::load(&store.db, store.cf(CF_NODES)?, last_applied)?;
+        store.move_log_out_of_rocksdb()?;
         store
             .last_logged
             .store(store.compute_last_logged()?, Ordering::Release);

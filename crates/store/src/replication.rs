@@ -11,7 +11,7 @@
 
 use crate::keys::{
     decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_NODES, CF_SESSIONS, META_LAST_APPLIED,
-    META_LOG_FLOOR,
+    META_LOG_FLOOR, META_LOG_VOID_BELOW,
 };
 use crate::mem::MemTree;
 use crate::{SessionId, SessionInfo};
@@ -41,23 +41,12 @@ impl Store {
 
     /// Whether the log holds an entry at exactly `zxid`.
     pub fn log_contains(&self, zxid: Zxid) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_LOG)?, u64_key(zxid.0))?
-            .is_some())
+        Ok(self.wal.at_or_below(zxid.0) == Some(zxid.0))
     }
 
     /// The largest logged zxid `<= zxid`, if any entry at or below it is retained.
     pub fn log_entry_at_or_below(&self, zxid: Zxid) -> Result<Option<Zxid>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOG)?);
-        it.seek_for_prev(u64_key(zxid.0));
-        match it.key() {
-            Some(key) => Ok(Some(Zxid(decode_u64(key, "log key")?))),
-            None => {
-                it.status()?;
-                Ok(None)
-            }
-        }
+        Ok(self.wal.at_or_below(zxid.0).map(Zxid))
     }
 
     /// Replaces this store's tree, sessions and indexes with those of the
@@ -113,12 +102,17 @@ impl Store {
         let meta = self.cf(CF_META)?;
         batch.put_cf(meta, META_LAST_APPLIED, u64_key(zxid));
         batch.put_cf(meta, META_LOG_FLOOR, u64_key(zxid));
+        // The log's segments go with the old state: the batch voids them,
+        // so a crash before `reset` below cannot bring them back.
+        let void_below = self.wal.next_seq();
+        batch.put_cf(meta, META_LOG_VOID_BELOW, u64_key(void_below));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         let mut mem = self.mem_write();
         self.db.write_opt(batch, &opts)?;
         *mem = MemTree::load(&self.db, self.cf(CF_NODES)?, zxid)?;
         drop(mem);
+        self.wal.reset(void_below)?;
         self.last_applied.store(zxid, Ordering::Release);
         self.durable_applied.store(zxid, Ordering::Release);
         self.last_logged.store(zxid, Ordering::Release);

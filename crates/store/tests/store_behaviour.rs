@@ -20,6 +20,9 @@ fn config() -> StoreConfig {
         max_path_bytes: 128,
         max_children_page: 5,
         sync_log: false,
+        // About one log entry per segment: compaction (whole segments) is
+        // then exact, which the log tests below rely on.
+        log_segment_bytes: 64,
         ..StoreConfig::default()
     }
 }
