@@ -567,8 +567,9 @@ mod tests {
     }
 
     /// A raw HTTP/1.1 server that answers each connection's first request (409 for POST,
-    /// else 200) and then closes it. Returns its address and the count of connections.
-    async fn serve_one_request_per_connection() -> (String, Arc<AtomicU64>) {
+    /// else 200) and then closes it, saying so (`connection: close`) when `announce`.
+    /// Returns its address and the count of connections.
+    async fn serve_one_request_per_connection(announce: bool) -> (String, Arc<AtomicU64>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -591,9 +592,12 @@ mod tests {
                     } else {
                         "200 OK"
                     };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
+                    let close = if announce {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n{close}\r\n");
                     let _ = stream.write_all(response.as_bytes()).await;
                 });
             }
@@ -602,8 +606,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn announced_closes_reconnect_without_errors() {
+        let (endpoint, accepted) = serve_one_request_per_connection(true).await;
+        let mut config = config(endpoint, WorkloadPlan::Single(OpKind::Get));
+        config.keys = 2;
+        config.warmup = Duration::ZERO;
+        let report = tokio::time::timeout(Duration::from_secs(10), run(&config))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.ops > 1, "{report:?}");
+        assert_eq!(report.errors.total, 0, "{report:?}");
+        // Each answer came on its own connection.
+        assert!(accepted.load(Ordering::Relaxed) >= report.ops, "{report:?}");
+    }
+
+    #[tokio::test]
     async fn closed_connections_are_replaced_and_counted() {
-        let (endpoint, accepted) = serve_one_request_per_connection().await;
+        let (endpoint, accepted) = serve_one_request_per_connection(false).await;
         let mut config = config(endpoint, WorkloadPlan::Single(OpKind::Get));
         config.keys = 2;
         config.warmup = Duration::ZERO;
