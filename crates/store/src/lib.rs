@@ -1,4 +1,5 @@
-//! `keeper-store`: the znode tree, the transaction log and sessions on RocksDB.
+//! `keeper-store`: the znode tree and sessions on RocksDB, and the transaction
+//! log in segment files beside it (`wal`).
 //!
 //! Where it sits in the write path: the server's proposer gets an [`Entry`]
 //! committed at a zxid (by the single-node log or by ZAB), then calls
@@ -7,10 +8,12 @@
 //!
 //! Modules: `keys` (column families and key layout), `path` (path rules),
 //! `record` (stored znode form, digests), `apply` (the state machine),
-//! `log` (transaction log, ZAB epochs), `snapshot` (checkpoints).
+//! `log` (the log's API, ZAB epochs), `wal` (the log's segment files),
+//! `snapshot` (checkpoints).
 //!
-//! Column families: `log`, `nodes`, `sessions`, `ephemerals` (session ->
-//! paths index), `reap` (due time -> container/ttl node index), `meta`.
+//! Column families: `nodes`, `sessions`, `ephemerals` (session -> paths
+//! index), `reap` (due time -> container/ttl node index), `meta`, and `log`
+//! (empty; stores written before the log moved to `wal` had it there).
 
 mod apply;
 mod error;
