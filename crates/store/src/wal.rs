@@ -486,7 +486,8 @@ impl Wal {
                 continue;
             }
             let from = seg.index.partition_point(|r| r.zxid <= after);
-            let recs = &seg.index[from..(from + limit - out.len()).min(seg.index.len())];
+            let upto = from.saturating_add(limit - out.len()).min(seg.index.len());
+            let recs = &seg.index[from..upto];
             let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
                 continue;
             };
@@ -729,6 +730,7 @@ mod tests {
             wal.append(&entries(4..=6)).unwrap();
             assert_eq!(all(&wal), entries(1..=6), "file and pending together");
             assert_eq!(wal.read(2, 3).unwrap(), entries(3..=5));
+            assert_eq!(wal.read(4, usize::MAX).unwrap(), entries(5..=6));
             wal.sync().unwrap();
             assert_eq!((wal.first(), wal.last()), (Some(1), Some(6)));
             assert_eq!(wal.at_or_below(100), Some(6));
