@@ -212,3 +212,31 @@ impl Store {
         self.log_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::keys::{u64_key, CF_LOG};
+    use crate::{Store, StoreConfig};
+    use keeper_zab::Zxid;
+
+    #[test]
+    fn a_log_left_in_rocksdb_by_an_older_version_moves_to_segments_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let cf = store.cf(CF_LOG).unwrap();
+        for z in 1..=3u64 {
+            store.db.put_cf(cf, u64_key(z), [z as u8; 3]).unwrap();
+        }
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let want: Vec<(Zxid, Vec<u8>)> = (1..=3u64).map(|z| (Zxid(z), vec![z as u8; 3])).collect();
+        assert_eq!(store.read_log(Zxid::ZERO, 10).unwrap(), want);
+        assert_eq!(store.last_logged(), Zxid(3));
+        assert!(store.first_rocks_log_key().unwrap().is_none());
+        store.append_log(&[(Zxid(4), vec![4])]).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        assert_eq!(store.read_log(Zxid(2), 10).unwrap().len(), 2);
+        assert_eq!(store.last_logged(), Zxid(4));
+    }
+}
