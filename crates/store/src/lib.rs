@@ -89,8 +89,8 @@ pub struct ZabMeta {
     pub current_epoch: u32,
 }
 
-/// One member's RocksDB: column families `log`, `nodes`, `sessions`, `meta`
-/// (and whatever indexes the implementation needs). Cheap to share behind an
+/// One member's storage: RocksDB (column families `nodes`, `sessions`, `meta`
+/// and the indexes) and the log's segment files in `<dir>/log`. Cheap to share behind an
 /// `Arc`; all methods take `&self` and are safe to call from many threads,
 /// except that `apply` calls must be serialized by the caller (one applier).
 pub struct Store {
