@@ -9,7 +9,7 @@ SEED_START ?= 0
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim chaos bench cluster cluster-stop docker k8s-validate clean
+.PHONY: deps build run test lint fmt sim bench cluster cluster-stop clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
