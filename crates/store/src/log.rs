@@ -35,8 +35,8 @@ impl Store {
             return Ok(());
         };
         let _guard = self.lock_log();
-        let rows: Vec<(u64, &[u8])> = entries.iter().map(|(z, b)| (z.0, b.as_ref())).collect();
-        self.wal.append(&rows)?;
+        self.wal
+            .append(entries.iter().map(|(z, b)| (z.0, b.as_ref())))?;
         self.last_logged.store(last.0, Ordering::Release);
         Ok(())
     }
@@ -129,7 +129,7 @@ impl Store {
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             let zxid = decode_u64(key, "log key")?;
             if zxid > after {
-                self.wal.append(&[(zxid, value)])?;
+                self.wal.append([(zxid, value)])?;
                 moved += 1;
             }
             it.next();

@@ -292,15 +292,17 @@ impl Wal {
 
     /// Appends entries (zxids strictly rising above the last one) to memory;
     /// they are readable at once and durable after the next [`Wal::sync`].
-    pub(crate) fn append<B: AsRef<[u8]>>(&self, entries: &[(u64, B)]) -> Result<(), StoreError> {
+    pub(crate) fn append<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
+    ) -> Result<(), StoreError> {
         let mut st = self.state();
         if let Some(why) = &st.failed {
             return Err(failed(why));
         }
         let mut prev = st.segments.iter().rev().find_map(|s| s.last());
         for (zxid, payload) in entries {
-            let payload = payload.as_ref();
-            if prev.is_some_and(|p| *zxid <= p) {
+            if prev.is_some_and(|p| zxid <= p) {
                 return Err(corrupt(format!(
                     "append of zxid {zxid:#x} after {:#x}",
                     prev.unwrap_or(0)
@@ -309,7 +311,7 @@ impl Wal {
             if payload.len() > MAX_PAYLOAD {
                 return Err(corrupt(format!("entry of {} bytes", payload.len())));
             }
-            prev = Some(*zxid);
+            prev = Some(zxid);
             let size = (HEADER + payload.len()) as u64;
             let need_new = match st.segments.last() {
                 None => true,
@@ -336,7 +338,7 @@ impl Wal {
             seg.pending.extend_from_slice(&zxid.to_le_bytes());
             seg.pending.extend_from_slice(payload);
             seg.index.push(Rec {
-                zxid: *zxid,
+                zxid: zxid,
                 offset,
                 len: payload.len() as u32,
             });
@@ -705,6 +707,10 @@ mod tests {
             .collect()
     }
 
+    fn rows(entries: &[(u64, Vec<u8>)]) -> impl Iterator<Item = (u64, &[u8])> {
+        entries.iter().map(|(z, b)| (*z, b.as_slice()))
+    }
+
     fn all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
         wal.read(0, usize::MAX).unwrap()
     }
@@ -724,10 +730,10 @@ mod tests {
         for sync in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let wal = Wal::open(dir.path(), opts(sync, 1 << 20), 0).unwrap();
-            wal.append(&entries(1..=3)).unwrap();
+            wal.append(rows(&entries(1..=3))).unwrap();
             assert_eq!(all(&wal), entries(1..=3), "pending entries are readable");
             wal.sync().unwrap();
-            wal.append(&entries(4..=6)).unwrap();
+            wal.append(rows(&entries(4..=6))).unwrap();
             assert_eq!(all(&wal), entries(1..=6), "file and pending together");
             assert_eq!(wal.read(2, 3).unwrap(), entries(3..=5));
             assert_eq!(wal.read(4, usize::MAX).unwrap(), entries(5..=6));
@@ -739,7 +745,7 @@ mod tests {
             let wal = Wal::open(dir.path(), opts(sync, 1 << 20), 0).unwrap();
             assert_eq!(all(&wal), entries(1..=6), "sync={sync}");
             // Appends after a reopen continue the same segment.
-            wal.append(&entries(7..=7)).unwrap();
+            wal.append(rows(&entries(7..=7))).unwrap();
             wal.sync().unwrap();
             drop(wal);
             let wal = Wal::open(dir.path(), opts(sync, 1 << 20), 0).unwrap();
@@ -752,12 +758,12 @@ mod tests {
     fn a_synced_segment_is_zero_filled_ahead_of_its_records() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), opts(true, 1 << 20), 0).unwrap();
-        wal.append(&entries(1..=2)).unwrap();
+        wal.append(rows(&entries(1..=2))).unwrap();
         wal.sync().unwrap();
         let len = fs::metadata(&segment_files(dir.path())[0]).unwrap().len();
         assert!(len >= ZERO_AHEAD_BYTES, "file is {len} bytes");
         // Further small syncs overwrite within the zeroed part.
-        wal.append(&entries(3..=4)).unwrap();
+        wal.append(rows(&entries(3..=4))).unwrap();
         wal.sync().unwrap();
         assert_eq!(
             fs::metadata(&segment_files(dir.path())[0]).unwrap().len(),
@@ -769,7 +775,7 @@ mod tests {
     fn a_torn_tail_is_dropped_and_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), opts(true, 1 << 20), 0).unwrap();
-        wal.append(&entries(1..=3)).unwrap();
+        wal.append(rows(&entries(1..=3))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         // Flip the last byte of the third record's payload.
@@ -784,7 +790,7 @@ mod tests {
         drop(f);
         let wal = Wal::open(dir.path(), opts(true, 1 << 20), 0).unwrap();
         assert_eq!(all(&wal), entries(1..=2));
-        wal.append(&entries(10..=11)).unwrap();
+        wal.append(rows(&entries(10..=11))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let wal = Wal::open(dir.path(), opts(true, 1 << 20), 0).unwrap();
@@ -798,16 +804,17 @@ mod tests {
         for sync in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let wal = Wal::open(dir.path(), opts(sync, 1 << 20), 0).unwrap();
-            wal.append(&entries(1..=5)).unwrap();
+            wal.append(rows(&entries(1..=5))).unwrap();
             wal.sync().unwrap();
-            wal.append(&entries(6..=7)).unwrap(); // pending only
+            wal.append(rows(&entries(6..=7))).unwrap(); // pending only
             wal.truncate_after(3).unwrap();
             assert_eq!(all(&wal), entries(1..=3));
             drop(wal);
             let wal = Wal::open(dir.path(), opts(sync, 1 << 20), 0).unwrap();
             assert_eq!(all(&wal), entries(1..=3), "sync={sync}");
             // New entries (a later epoch) go to a new segment.
-            wal.append(&entries([1 << 32, (1 << 32) + 1])).unwrap();
+            wal.append(rows(&entries([1 << 32, (1 << 32) + 1])))
+                .unwrap();
             wal.sync().unwrap();
             assert_eq!(segment_files(dir.path()).len(), 2);
             drop(wal);
@@ -832,7 +839,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Each record is 16 + 8..9 bytes: two fit in 60 bytes.
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
-        wal.append(&entries(1..=7)).unwrap();
+        wal.append(rows(&entries(1..=7))).unwrap();
         wal.sync().unwrap();
         assert_eq!(segment_files(dir.path()).len(), 4);
         assert_eq!(
@@ -847,13 +854,13 @@ mod tests {
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
         assert_eq!(all(&wal), entries(3..=7));
         // Entries not yet on disk are never compacted (8 joins 7's segment).
-        wal.append(&entries(8..=9)).unwrap();
+        wal.append(rows(&entries(8..=9))).unwrap();
         assert_eq!(wal.compact_before(100).unwrap(), Some(6));
         assert_eq!(all(&wal), entries(7..=9));
         wal.sync().unwrap();
         assert_eq!(wal.compact_before(100).unwrap(), Some(9));
         assert_eq!((wal.first(), wal.last()), (None, None));
-        wal.append(&entries(10..=10)).unwrap();
+        wal.append(rows(&entries(10..=10))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
@@ -864,7 +871,7 @@ mod tests {
     fn reset_voids_every_older_segment() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
-        wal.append(&entries(1..=5)).unwrap();
+        wal.append(rows(&entries(1..=5))).unwrap();
         wal.sync().unwrap();
         let void_below = wal.next_seq();
         drop(wal);
@@ -873,12 +880,12 @@ mod tests {
         let wal = Wal::open(dir.path(), opts(true, 60), void_below).unwrap();
         assert_eq!(all(&wal), vec![]);
         assert!(segment_files(dir.path()).is_empty());
-        wal.append(&entries(20..=21)).unwrap();
+        wal.append(rows(&entries(20..=21))).unwrap();
         wal.sync().unwrap();
         let next = wal.next_seq();
         wal.reset(next).unwrap();
         assert_eq!(all(&wal), vec![]);
-        wal.append(&entries(30..=30)).unwrap();
+        wal.append(rows(&entries(30..=30))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let wal = Wal::open(dir.path(), opts(true, 60), next).unwrap();
@@ -889,7 +896,7 @@ mod tests {
     fn garbage_in_an_earlier_segment_drops_the_later_ones() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
-        wal.append(&entries(1..=6)).unwrap();
+        wal.append(rows(&entries(1..=6))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let files = segment_files(dir.path());
@@ -906,12 +913,12 @@ mod tests {
     fn out_of_order_appends_are_errors_not_panics() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), opts(false, 1 << 20), 0).unwrap();
-        wal.append(&entries(5..=5)).unwrap();
+        wal.append(rows(&entries(5..=5))).unwrap();
         assert!(matches!(
-            wal.append(&entries(5..=5)),
+            wal.append(rows(&entries(5..=5))),
             Err(StoreError::Corrupt { .. })
         ));
-        assert!(wal.append(&entries(4..=4)).is_err());
+        assert!(wal.append(rows(&entries(4..=4))).is_err());
         assert_eq!(all(&wal), entries(5..=5));
     }
 
@@ -1012,7 +1019,7 @@ mod tests {
                                 (next_zxid, vec![(next_zxid % 251) as u8; len as usize])
                             })
                             .collect();
-                        wal.append(&batch).unwrap();
+                        wal.append(rows(&batch)).unwrap();
                         model.extend(batch);
                     }
                     4 | 5 => {
