@@ -338,7 +338,7 @@ impl Wal {
             seg.pending.extend_from_slice(&zxid.to_le_bytes());
             seg.pending.extend_from_slice(payload);
             seg.index.push(Rec {
-                zxid: zxid,
+                zxid,
                 offset,
                 len: payload.len() as u32,
             });
