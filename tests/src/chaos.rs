@@ -117,6 +117,8 @@ pub struct RunReport {
     pub members: usize,
     pub duration_s: u64,
     pub wall_s: f64,
+    /// Seconds spent in each phase of the run.
+    pub phases: Vec<(String, f64)>,
     pub ops: OpCounts,
     pub faults: Vec<FaultReport>,
     /// Share of ops with a definite answer while no fault was in force.
@@ -154,6 +156,12 @@ impl RunReport {
             .map(|(k, (o, f, i))| format!("{k} {o}/{f}/{i}"))
             .collect();
         s.push_str(&format!("  ops (ok/fail/unknown): {}\n", ops.join(", ")));
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(p, t)| format!("{p} {t:.1}s"))
+            .collect();
+        s.push_str(&format!("  phases: {}\n", phases.join(", ")));
         s.push_str(&format!(
             "  availability without faults: {:.0}%\n",
             self.availability_quiet * 100.0
@@ -320,6 +328,12 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
     });
     let rec = Recorder::new();
     let mut extra_verdicts = Vec::new();
+    let mut phases: Vec<(String, f64)> = Vec::new();
+    let mut phase_start = Instant::now();
+    let mut phase = |name: &str| {
+        phases.push((name.to_string(), phase_start.elapsed().as_secs_f64()));
+        phase_start = Instant::now();
+    };
     let members: Vec<(u64, String)> = cluster.members.iter().map(|m| (m.id, m.url())).collect();
     let wl = WorkloadConfig {
         members: members.clone(),
@@ -342,6 +356,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
         && workload::setup(&mut setup_client, Duration::from_secs(20))
             .await
             .is_ok();
+    phase("start+setup");
     if !setup_ok {
         extra_verdicts.push(Verdict::from_violations(
             "liveness",
@@ -402,6 +417,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
             }
             nemesis.heal_all();
         }
+        phase("workload");
 
         // Read everything back from a healed cluster.
         match cluster.wait_for_leader(Duration::from_secs(30)).await {
@@ -414,6 +430,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                 )],
             )),
             Some(leader) => {
+                phase("leader after healing");
                 let li = members
                     .iter()
                     .position(|(id, _)| *id == leader)
@@ -446,7 +463,9 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                         .map(|k| format!("no definite answer reading {k} after healing"))
                         .collect(),
                 ));
+                phase("final reads");
                 let digest = converged_digest(&cluster, Duration::from_secs(30)).await;
+                phase("convergence");
                 extra_verdicts.push(Verdict::from_violations(
                     "convergence",
                     "every member's applied zxid and tree digest after healing".into(),
@@ -494,6 +513,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
             }
         }
     }
+    phase("sessions expire");
     rec.end_all_faults();
     let history = rec.snapshot();
     let _ = history.write_jsonl(&cfg.out_dir.join("history.jsonl"));
@@ -508,6 +528,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                 vec![format!("a checker panicked: {e}")],
             )]
         });
+    phase("check");
     verdicts.extend(extra_verdicts);
     let (ops, faults, availability_quiet) = summarize(&history);
     let mut known_failures = Vec::new();
@@ -535,6 +556,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
         members: cfg.members,
         duration_s: cfg.duration.as_secs(),
         wall_s: wall.elapsed().as_secs_f64(),
+        phases,
         ops,
         faults,
         availability_quiet,
@@ -581,26 +603,28 @@ pub async fn campaign(cfg: &CampaignConfig) -> Vec<RunReport> {
     );
     for r in &reports {
         let ops: usize = r.ops.values().map(|(o, f, i)| o + f + i).sum();
+        let unknown: Vec<&str> = r
+            .verdicts
+            .iter()
+            .filter(|v| v.result == VerdictKind::Unknown)
+            .map(|v| v.checker.as_str())
+            .collect();
+        let unknown = if unknown.is_empty() {
+            String::new()
+        } else {
+            format!(" (unknown: {})", unknown.join(", "))
+        };
+        let verdict = if r.valid && !r.known_failures.is_empty() {
+            format!("valid but for a KNOWN FAILURE{unknown}")
+        } else if r.valid {
+            format!("valid{unknown}")
+        } else {
+            let checkers: Vec<&str> = r.violations().iter().map(|v| v.checker.as_str()).collect();
+            format!("VIOLATION ({})", checkers.join(", "))
+        };
         table.push_str(&format!(
-            "  {:<11} {:<28} {:>4.0}s {:>6} {}\n",
-            r.seed,
-            r.schedule,
-            r.wall_s,
-            ops,
-            if r.valid && !r.known_failures.is_empty() {
-                "valid but for a KNOWN FAILURE".to_string()
-            } else if r.valid {
-                "valid".to_string()
-            } else {
-                format!(
-                    "VIOLATION ({})",
-                    r.violations()
-                        .iter()
-                        .map(|v| v.checker.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
+            "  {:<11} {:<28} {:>4.0}s {:>6} {verdict}\n",
+            r.seed, r.schedule, r.wall_s, ops,
         ));
     }
     println!("{table}");

@@ -156,7 +156,21 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let reports = runtime.block_on(campaign(&cfg));
+    // On ctrl-c or SIGTERM the campaign future is dropped, and with it the
+    // running cluster, whose drop kills every member it started.
+    let reports = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            r = campaign(&cfg) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+        }
+    });
+    let Some(reports) = reports else {
+        eprintln!("keeper-chaos: interrupted; members stopped");
+        return ExitCode::from(130);
+    };
     let failed: Vec<_> = reports.iter().filter(|r| !r.valid).collect();
     if failed.is_empty() {
         println!("keeper-chaos: every run valid");
