@@ -57,6 +57,7 @@ mod error;
 mod session;
 mod transport;
 mod types;
+mod watch;
 
 pub use client::{Client, Consistency, MAX_CHILDREN_PAGES};
 pub use config::{
@@ -69,6 +70,7 @@ pub use session::{
     MIN_KEEPALIVE_PAUSE,
 };
 pub use transport::{MIN_ZXID_HEADER, ZXID_HEADER};
+pub use watch::{EventType, OneShotWatch, WatchEvent, WatchKind, WatchOptions};
 pub use types::{
     ChildrenPage, ClusterInfo, CreateMode, CreateOptions, Created, Health, Member, Node, Op,
     OpResult, Role, SessionInfo, Stat, TxnRequest, TxnResponse, ANY_VERSION,

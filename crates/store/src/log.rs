@@ -110,6 +110,8 @@ impl Store {
             batch.put_cf(self.cf(CF_META)?, META_LOG_FLOOR, u64_key(removed_max));
             self.db.write(batch)?;
         }
+        // The change history is kept exactly as long as the log.
+        self.compact_changes_through(removed_max)?;
         self.last_logged
             .store(self.compute_last_logged()?, Ordering::Release);
         Ok(zxid)
