@@ -37,7 +37,9 @@ struct Proxy {
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
         let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind proxy");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind proxy");
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let list = conns.clone();
         let accept = tokio::spawn(async move {
@@ -282,7 +284,11 @@ async fn run(seed: u64) {
     let mut runs: Vec<u64> = got.iter().map(|c| c.0).collect();
     runs.dedup();
     let distinct: BTreeSet<u64> = runs.iter().copied().collect();
-    assert_eq!(distinct.len(), runs.len(), "a zxid's changes were delivered twice");
+    assert_eq!(
+        distinct.len(),
+        runs.len(),
+        "a zxid's changes were delivered twice"
+    );
     let zxids: BTreeSet<u64> = got.iter().map(|c| c.0).collect();
     for z in &acked {
         assert!(zxids.contains(z), "acknowledged write at {z} missing");

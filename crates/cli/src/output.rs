@@ -62,9 +62,7 @@ pub fn watch_event_json(event: &WatchEvent) -> Value {
     if let Some(data) = &event.data {
         match std::str::from_utf8(data) {
             Ok(text) => v["data"] = json!(text),
-            Err(_) => {
-                v["data_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(data))
-            }
+            Err(_) => v["data_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(data)),
         }
     }
     v

@@ -70,8 +70,8 @@ pub use session::{
     MIN_KEEPALIVE_PAUSE,
 };
 pub use transport::{MIN_ZXID_HEADER, ZXID_HEADER};
-pub use watch::{EventType, OneShotWatch, WatchEvent, WatchKind, WatchOptions};
 pub use types::{
     ChildrenPage, ClusterInfo, CreateMode, CreateOptions, Created, Health, Member, Node, Op,
     OpResult, Role, SessionInfo, Stat, TxnRequest, TxnResponse, ANY_VERSION,
 };
+pub use watch::{EventType, OneShotWatch, WatchEvent, WatchKind, WatchOptions};

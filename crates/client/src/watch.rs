@@ -270,7 +270,11 @@ impl Client {
         let answer = self.transport.execute(&call).await?;
         let node: Node = serde_json::from_slice(&answer.body)
             .map_err(|e| Error::decode(format!("node: {e}")))?;
-        let watch = self.one_shot(path, WatchKind::Data, answer.zxid.unwrap_or(node.stat.mzxid));
+        let watch = self.one_shot(
+            path,
+            WatchKind::Data,
+            answer.zxid.unwrap_or(node.stat.mzxid),
+        );
         Ok((node, watch))
     }
 
@@ -477,8 +481,7 @@ impl WatchStream {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
-            let message = match tokio::time::timeout(self.options.idle_timeout, conn.next()).await
-            {
+            let message = match tokio::time::timeout(self.options.idle_timeout, conn.next()).await {
                 Ok(Ok(Some(m))) => m,
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                     self.drop_connection();

@@ -272,8 +272,11 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP API");
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let watches = node.state().watches.clone();
     let graceful = async move {
         shutdown.await;
+        // Open event streams end now (each gets its resume zxid).
+        watches.close();
         let _ = signalled_tx.send(true);
     };
     let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);

@@ -138,7 +138,9 @@ async fn set(n: &TestNode, path: &str, data: &str) -> u64 {
 }
 
 async fn delete(n: &TestNode, path: &str) -> u64 {
-    let r = n.call(Method::DELETE, &format!("/v1/nodes{path}"), None).await;
+    let r = n
+        .call(Method::DELETE, &format!("/v1/nodes{path}"), None)
+        .await;
     assert_eq!(r.status, 204, "delete {path}: {}", r.text);
     r.zxid()
 }
@@ -238,7 +240,8 @@ async fn a_stream_covers_the_node_and_its_children_and_recursive_covers_the_subt
         let base = serve(&n).await;
         create(&n, "/s").await;
         let mut flat = Sse::open(&format!("{base}/v1/events/s")).await;
-        let mut deep = Sse::open(&format!("{base}/v1/events/s?recursive=true&with_data=true")).await;
+        let mut deep =
+            Sse::open(&format!("{base}/v1/events/s?recursive=true&with_data=true")).await;
         let first = flat.next(Duration::from_secs(5)).await.unwrap();
         assert_eq!(first.kind, "progress", "a stream starts with its position");
         deep.next(Duration::from_secs(5)).await.unwrap();
@@ -249,7 +252,10 @@ async fn a_stream_covers_the_node_and_its_children_and_recursive_covers_the_subt
         assert!(fence > last);
 
         let got = flat.changes_through(fence, Duration::from_secs(10)).await;
-        let kinds: Vec<(&str, &str)> = got.iter().map(|(_, k, p)| (k.as_str(), p.as_str())).collect();
+        let kinds: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(_, k, p)| (k.as_str(), p.as_str()))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -277,7 +283,11 @@ async fn with_data_carries_stat_and_data_and_ids_mark_whole_zxids() {
         let cz = create(&n, "/w").await;
         let m1 = s.next(Duration::from_secs(5)).await.unwrap();
         let m2 = s.next(Duration::from_secs(5)).await.unwrap();
-        assert_eq!((m1.kind.as_str(), m1.id), ("created", None), "not the last of its zxid");
+        assert_eq!(
+            (m1.kind.as_str(), m1.id),
+            ("created", None),
+            "not the last of its zxid"
+        );
         assert_eq!((m2.kind.as_str(), m2.id), ("children_changed", Some(cz)));
         assert_eq!(m1.data["stat"]["czxid"], cz);
         assert_eq!(m1.data["data"], "");
@@ -332,17 +342,22 @@ async fn a_replaying_stream_under_concurrent_writers_misses_and_repeats_nothing(
                         .await,
                     );
                     if i % 3 == 0 {
-                        acked.push(node.write(Method::DELETE, &format!("{p}/m"), json!(null)).await);
+                        acked.push(
+                            node.write(Method::DELETE, &format!("{p}/m"), json!(null))
+                                .await,
+                        );
                     }
                     // Outside the watched subtree: must not show up.
-                    node.write(Method::PUT, "/other", json!({"data": "o"})).await;
+                    node.write(Method::PUT, "/other", json!({"data": "o"}))
+                        .await;
                 }
                 acked
             }));
         }
         // Start mid-way, replaying from the beginning.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut stream = Sse::open(&format!("{base}/v1/events/load?recursive=true&from_zxid=0")).await;
+        let mut stream =
+            Sse::open(&format!("{base}/v1/events/load?recursive=true&from_zxid=0")).await;
         let mut acked: Vec<u64> = Vec::new();
         for h in handles {
             acked.extend(h.await.unwrap().into_iter().flatten());
@@ -374,7 +389,10 @@ async fn a_replaying_stream_under_concurrent_writers_misses_and_repeats_nothing(
         assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "zxid order");
         let seen: BTreeSet<u64> = got.iter().map(|e| e.0).collect();
         for z in &acked {
-            assert!(seen.contains(z), "acknowledged write at zxid {z} has no event");
+            assert!(
+                seen.contains(z),
+                "acknowledged write at zxid {z} has no event"
+            );
         }
         let distinct: BTreeSet<&(u64, String, String)> = got.iter().collect();
         assert_eq!(distinct.len(), got.len(), "a change was delivered twice");
@@ -459,7 +477,10 @@ async fn a_resume_point_below_the_history_is_410_compacted_with_the_oldest_zxid(
         assert_eq!(body["error"]["oldest_zxid"], floor);
 
         // From the floor itself, the stream works.
-        let mut s = Sse::open(&format!("{base}/v1/events/?recursive=true&from_zxid={floor}")).await;
+        let mut s = Sse::open(&format!(
+            "{base}/v1/events/?recursive=true&from_zxid={floor}"
+        ))
+        .await;
         let first = s.next(Duration::from_secs(5)).await.unwrap();
         assert_eq!(first.data["zxid"], floor);
     })
@@ -502,7 +523,10 @@ async fn a_stream_that_stops_reading_is_cut_off_with_its_resume_zxid_and_writes_
         // Reading now: the buffered changes, in order, then the cut-off.
         let mut seen = Vec::new();
         let cut = loop {
-            let m = stuck.next(Duration::from_secs(10)).await.expect("a cut_off event");
+            let m = stuck
+                .next(Duration::from_secs(10))
+                .await
+                .expect("a cut_off event");
             match m.kind.as_str() {
                 "cut_off" => break m,
                 "data_changed" => seen.push(m.data["zxid"].as_u64().unwrap()),
@@ -517,7 +541,10 @@ async fn a_stream_that_stops_reading_is_cut_off_with_its_resume_zxid_and_writes_
             assert_eq!(resume, start);
         }
         assert!(resume < last);
-        assert!(stuck.next(Duration::from_secs(1)).await.is_none(), "the stream ended");
+        assert!(
+            stuck.next(Duration::from_secs(1)).await.is_none(),
+            "the stream ended"
+        );
         // Resuming from there delivers the rest, none twice.
         let mut again = Sse::open(&format!("{base}/v1/events/big?from_zxid={resume}")).await;
         let rest = again.changes_through(last, Duration::from_secs(30)).await;

@@ -123,7 +123,11 @@ impl Store {
     /// Adds to `batch` what replaces the history by an empty one starting
     /// at `zxid` (a snapshot install). The floor moves at once, before the
     /// batch is written, so no reader takes the old history for complete.
-    pub(crate) fn reset_changes(&self, batch: &mut WriteBatch, zxid: u64) -> Result<(), StoreError> {
+    pub(crate) fn reset_changes(
+        &self,
+        batch: &mut WriteBatch,
+        zxid: u64,
+    ) -> Result<(), StoreError> {
         self.changes_floor.fetch_max(zxid, Ordering::AcqRel);
         let cf = self.cf(CF_CHANGES)?;
         batch.delete_range_cf(cf, change_key(0, 0), change_key(u64::MAX, u32::MAX));
@@ -194,7 +198,10 @@ mod tests {
         ];
         assert_eq!(changes(store.read_changes(Zxid::ZERO, 100).unwrap()), all);
         // Whole entries only: a limit of 1 still returns both changes of zxid 1.
-        assert_eq!(changes(store.read_changes(Zxid::ZERO, 1).unwrap()), all[..2]);
+        assert_eq!(
+            changes(store.read_changes(Zxid::ZERO, 1).unwrap()),
+            all[..2]
+        );
         assert_eq!(changes(store.read_changes(Zxid(1), 1).unwrap()), all[2..]);
         assert!(changes(store.read_changes(Zxid(3), 10).unwrap()).is_empty());
         // Stat and data ride along.
@@ -260,6 +267,9 @@ mod tests {
         );
         assert!(changes(follower.read_changes(Zxid(3), 10).unwrap()).is_empty());
         follower.apply(Zxid(4), &create("/n4")).unwrap();
-        assert_eq!(changes(follower.read_changes(Zxid(3), 10).unwrap()).len(), 2);
+        assert_eq!(
+            changes(follower.read_changes(Zxid(3), 10).unwrap()).len(),
+            2
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! of the two. The member's own ZAB epochs are kept.
 
 use crate::keys::{
-    decode_u64, u64_key, ALL_CFS, CF_CHANGES, CF_LOG, CF_META, CF_NODES, CF_SESSIONS, META_LAST_APPLIED,
-    META_LOG_FLOOR, META_LOG_VOID_BELOW,
+    decode_u64, u64_key, ALL_CFS, CF_CHANGES, CF_LOG, CF_META, CF_NODES, CF_SESSIONS,
+    META_LAST_APPLIED, META_LOG_FLOOR, META_LOG_VOID_BELOW,
 };
 use crate::mem::MemTree;
 use crate::{SessionId, SessionInfo};

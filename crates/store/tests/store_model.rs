@@ -201,7 +201,12 @@ impl Model {
                 p.stat.num_children += 1;
                 let parent_stat = p.stat;
                 c.ev(&full, ChangeKind::Created, Some(stat), Some(data.clone()));
-                c.ev(&parent, ChangeKind::ChildrenChanged, Some(parent_stat), None);
+                c.ev(
+                    &parent,
+                    ChangeKind::ChildrenChanged,
+                    Some(parent_stat),
+                    None,
+                );
                 Ok(OpResult::Created { path: full, stat })
             }
             Op::Set {
@@ -227,7 +232,12 @@ impl Model {
                 n.stat.data_length = data.len() as u32;
                 n.data = data.clone();
                 let stat = n.stat;
-                c.ev(path, ChangeKind::DataChanged, Some(stat), Some(data.clone()));
+                c.ev(
+                    path,
+                    ChangeKind::DataChanged,
+                    Some(stat),
+                    Some(data.clone()),
+                );
                 Ok(OpResult::Set {
                     path: path.clone(),
                     stat,
@@ -270,7 +280,12 @@ impl Model {
         p.stat.num_children -= 1;
         let parent_stat = p.stat;
         c.ev(path, ChangeKind::Deleted, None, None);
-        c.ev(&parent, ChangeKind::ChildrenChanged, Some(parent_stat), None);
+        c.ev(
+            &parent,
+            ChangeKind::ChildrenChanged,
+            Some(parent_stat),
+            None,
+        );
     }
 
     fn apply(&mut self, zxid: u64, entry: &Entry) -> (TxnOutcome, Vec<ChangeEvent>) {

@@ -77,8 +77,8 @@ pub async fn events(
     ZnodePath(path): ZnodePath,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) =
-        query.map_err(|e| ApiError::bad_arguments(format!("bad query string: {}", e.body_text())))?;
+    let Query(pairs) = query
+        .map_err(|e| ApiError::bad_arguments(format!("bad query string: {}", e.body_text())))?;
     let q = parse_query(pairs)?;
     check_path(&state, &path)?;
     for extra in &q.also {

@@ -40,9 +40,7 @@ impl WatchKind {
     pub fn fires_on(self) -> KindSet {
         match self {
             WatchKind::Data => KindSet::of(&[ChangeKind::DataChanged, ChangeKind::Deleted]),
-            WatchKind::Children => {
-                KindSet::of(&[ChangeKind::ChildrenChanged, ChangeKind::Deleted])
-            }
+            WatchKind::Children => KindSet::of(&[ChangeKind::ChildrenChanged, ChangeKind::Deleted]),
             WatchKind::Exists => KindSet::of(&[
                 ChangeKind::Created,
                 ChangeKind::Deleted,

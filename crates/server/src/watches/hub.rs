@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use keeper_store::{ChangeEvent, ChangeKind};
 use keeper_zab::Zxid;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -79,13 +79,9 @@ pub fn matches(scope: Scope, watched: &str, changed: &str, kind: ChangeKind) -> 
         Scope::NodeAndChildren => changed == watched || parent_of(changed) == Some(watched),
         Scope::Recursive => {
             changed == watched
-                || if watched == "/" {
-                    true
-                } else {
-                    changed.len() > watched.len()
-                        && changed.starts_with(watched)
-                        && changed.as_bytes()[watched.len()] == b'/'
-                }
+                || watched == "/"
+                || (changed.starts_with(watched)
+                    && changed.as_bytes().get(watched.len()) == Some(&b'/'))
         }
     }
 }
@@ -199,6 +195,8 @@ pub struct Hub {
     max_open: usize,
     buffer: usize,
     metrics: Arc<Metrics>,
+    /// Set by [`Hub::close`]: nothing more is admitted.
+    closed: AtomicBool,
 }
 
 /// One admitted stream or one-shot watch: counts against
@@ -260,6 +258,7 @@ impl Hub {
             max_open,
             buffer: buffer.max(1),
             metrics,
+            closed: AtomicBool::new(false),
         });
         let dispatcher = hub.clone();
         std::thread::Builder::new()
@@ -282,8 +281,20 @@ impl Hub {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Admits one more stream or one-shot watch, or `None` at `max_watch_streams`.
+    /// Ends every stream (`cut_off`, reason `shutdown`) and every waiting
+    /// one-shot watch, and admits no more: the member is shutting down, and
+    /// open streams would otherwise hold the HTTP server's graceful stop.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        cut_all(&mut self.lock(), CutReason::Shutdown);
+    }
+
+    /// Admits one more stream or one-shot watch, or `None` at
+    /// `max_watch_streams` (or once closed).
     pub fn admit(self: &Arc<Self>) -> Option<Admission> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         let mut cur = self.open.load(Ordering::Acquire);
         loop {
             if cur >= self.max_open {
@@ -507,12 +518,8 @@ fn cut_all(registry: &mut Registry, reason: CutReason) {
         for reg in regs {
             match reg.sink {
                 Sink::Stream { cut, .. } => {
-                    let _ = cut.compare_exchange(
-                        0,
-                        reason as u64,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    let _ =
+                        cut.compare_exchange(0, reason as u64, Ordering::AcqRel, Ordering::Acquire);
                 }
                 Sink::Once { tx, .. } => {
                     if let Some(tx) = tx {
@@ -548,6 +555,7 @@ mod tests {
             max_open: 2,
             buffer,
             metrics: Arc::new(Metrics::default()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -603,10 +611,7 @@ mod tests {
                                 !drain(&mut feed).is_empty()
                             }
                         };
-                        assert_eq!(
-                            got, want,
-                            "{scope:?} on {watched} vs {kind:?} at {changed}"
-                        );
+                        assert_eq!(got, want, "{scope:?} on {watched} vs {kind:?} at {changed}");
                     }
                 }
             }
@@ -661,11 +666,8 @@ mod tests {
     #[test]
     fn a_one_shot_fires_once_and_only_after_its_zxid() {
         let h = hub(4);
-        let (_reg, mut rx) = h.register_once(
-            "/a",
-            KindSet::of(&[ChangeKind::DataChanged]),
-            Zxid(5),
-        );
+        let (_reg, mut rx) =
+            h.register_once("/a", KindSet::of(&[ChangeKind::DataChanged]), Zxid(5));
         publish(&h, 5, vec![ev(5, "/a", ChangeKind::DataChanged)]);
         assert!(rx.try_recv().is_err());
         publish(
@@ -688,6 +690,22 @@ mod tests {
         assert!(h.admit().is_none());
         drop(a);
         assert!(h.admit().is_some());
+    }
+
+    #[test]
+    fn closing_ends_every_stream_and_one_shot_and_admits_no_more() {
+        let h = hub(4);
+        let mut feed = h.register_stream(&[("/".to_string(), Scope::Recursive)]);
+        let (_reg, mut once) =
+            h.register_once("/a", KindSet::of(&[ChangeKind::Created]), Zxid::ZERO);
+        h.close();
+        assert_eq!(feed.cut_reason(), Some(CutReason::Shutdown));
+        assert!(matches!(
+            feed.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(once.try_recv().unwrap(), Err(CutReason::Shutdown));
+        assert!(h.admit().is_none());
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub struct StreamSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartError {
     /// `from_zxid` is below the history; resume from `floor` or later.
-    Compacted { floor: Zxid },
+    Compacted {
+        floor: Zxid,
+    },
     Storage(String),
 }
 
