@@ -114,6 +114,7 @@ pub async fn events(
         StreamSpec {
             watches,
             from_zxid: from.map(Zxid),
+            live_after: state.applied.applied_zxid(),
             with_data: q.with_data,
         },
         admission,

@@ -30,6 +30,10 @@ pub struct StreamSpec {
     pub watches: Vec<(String, Scope)>,
     /// Replay the changes after this zxid first.
     pub from_zxid: Option<Zxid>,
+    /// Without `from_zxid`: start after this zxid at least (the member's
+    /// applied zxid when the stream opens, so a change the member already
+    /// shows is not sent as new).
+    pub live_after: Zxid,
     pub with_data: bool,
 }
 
@@ -82,7 +86,9 @@ impl EventStream {
         replay_chunk: usize,
     ) -> Result<EventStream, StartError> {
         let feed = hub.register_stream(&spec.watches);
-        let position = spec.from_zxid.unwrap_or(feed.start);
+        let position = spec
+            .from_zxid
+            .unwrap_or_else(|| feed.start.max(spec.live_after));
         let mut progress = tokio::time::interval_at(
             tokio::time::Instant::now() + progress_interval,
             progress_interval,
