@@ -313,17 +313,10 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
     std::fs::create_dir_all(&cfg.out_dir).expect("create the run's output directory");
     let mut cluster = Cluster::start_opts(ClusterOptions {
         members: cfg.members,
-        extra_args: [
-            "--min-zxid-wait-ms",
-            "1500",
-            "--request-timeout-ms",
-            "5000",
-            "--session-tick-ms",
-            "100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        extra_args: ["--min-zxid-wait-ms", "1500", "--session-tick-ms", "100"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         proxied: true,
     });
     let rec = Recorder::new();
