@@ -6,7 +6,7 @@
 //! (a cluster member: ZAB over [`peer`] links) -> [`applier`]
 //! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
-//! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
+//! path), [`reaper`] (containers and ttl nodes), [`recipes`] (locks), [`config`], [`error`]
 //! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
 
 pub mod applier;
@@ -18,6 +18,7 @@ pub mod node;
 pub mod peer;
 pub mod proposer;
 pub mod reaper;
+pub mod recipes;
 pub mod sessions;
 pub mod standalone;
 pub mod zab_driver;

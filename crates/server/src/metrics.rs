@@ -102,6 +102,11 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Nodes deleted by the reaper.
     pub nodes_reaped: AtomicU64,
+    /// Lock grants (acquires answered with a fencing token).
+    pub lock_grants: AtomicU64,
+    /// Lock waiters woken because the contender they waited for went away
+    /// (one per release with no herd effect).
+    pub lock_wakeups: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -115,6 +120,8 @@ impl Default for Metrics {
             request_seconds: Histogram::new(SECONDS_BOUNDS),
             sessions_expired: AtomicU64::new(0),
             nodes_reaped: AtomicU64::new(0),
+            lock_grants: AtomicU64::new(0),
+            lock_wakeups: AtomicU64::new(0),
         }
     }
 }
@@ -207,6 +214,16 @@ impl Metrics {
                 "keeper_nodes_reaped_total",
                 "Nodes deleted by the reaper.",
                 &self.nodes_reaped,
+            ),
+            (
+                "keeper_lock_grants_total",
+                "Lock acquires granted.",
+                &self.lock_grants,
+            ),
+            (
+                "keeper_lock_wakeups_total",
+                "Lock waiters woken by the deletion of the contender they waited for.",
+                &self.lock_wakeups,
             ),
         ];
         for (name, help, v) in counters {

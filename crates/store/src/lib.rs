@@ -462,6 +462,23 @@ impl Store {
         }))
     }
 
+    /// Every contender of lock `name` in queue order (the holder first):
+    /// child name and stat. `Err` if `name` is not a valid lock name.
+    pub fn lock_contenders(&self, name: &str) -> Result<Vec<(String, Stat)>, TxnError> {
+        let dir = lock_dir(name, self.config.max_path_bytes)?;
+        let mem = self.mem_read();
+        Ok(mem
+            .children_page(&dir, None, usize::MAX)
+            .0
+            .into_iter()
+            .filter(|child| is_contender_name(child))
+            .filter_map(|child| {
+                let stat = mem.get(&format!("{dir}/{child}"))?.stat;
+                Some((child, stat))
+            })
+            .collect())
+    }
+
     /// All live sessions, by id (used by the leader to rebuild expiry tracking).
     pub fn sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
         let mut out = Vec::new();
