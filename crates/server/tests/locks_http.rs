@@ -14,14 +14,23 @@ const T: u64 = 60;
 
 async fn session(n: &TestNode, timeout_ms: u64) -> u64 {
     let r = n
-        .call(Method::POST, "/v1/sessions", Some(json!({"timeout_ms": timeout_ms})))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"timeout_ms": timeout_ms})),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.json["id"].as_u64().unwrap()
 }
 
 /// Acquires `lock` for `session`; the grant's `(key, token)`, or the error body.
-async fn acquire(n: &TestNode, lock: &str, session: u64, wait_ms: u64) -> Result<(String, u64), Value> {
+async fn acquire(
+    n: &TestNode,
+    lock: &str,
+    session: u64,
+    wait_ms: u64,
+) -> Result<(String, u64), Value> {
     let r = n
         .call(
             Method::POST,
@@ -45,7 +54,9 @@ async fn release(n: &TestNode, lock: &str, key: &str) -> u16 {
 }
 
 async fn show(n: &TestNode, lock: &str) -> Value {
-    let r = n.call(Method::GET, &format!("/v1/locks/{lock}"), None).await;
+    let r = n
+        .call(Method::GET, &format!("/v1/locks/{lock}"), None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
 }
@@ -80,8 +91,20 @@ async fn a_lock_is_granted_queued_handed_over_and_fences_writes() {
     bounded(T, async {
         let n = TestNode::start().await;
         let (s1, s2) = (session(&n, 10_000).await, session(&n, 10_000).await);
-        assert_eq!(n.call(Method::POST, "/v1/nodes/counter", Some(json!({"data": "0"}))).await.status, 201);
-        assert_eq!(show(&n, "m").await, json!({"name": "m", "holder": null, "queue": []}));
+        assert_eq!(
+            n.call(
+                Method::POST,
+                "/v1/nodes/counter",
+                Some(json!({"data": "0"}))
+            )
+            .await
+            .status,
+            201
+        );
+        assert_eq!(
+            show(&n, "m").await,
+            json!({"name": "m", "holder": null, "queue": []})
+        );
 
         let (k1, t1) = acquire(&n, "m", s1, 0).await.expect("free lock is granted");
         let state = show(&n, "m").await;
@@ -95,7 +118,11 @@ async fn a_lock_is_granted_queued_handed_over_and_fences_writes() {
         assert_eq!(show(&n, "m").await["queue"], json!([]));
 
         assert_eq!(fenced_set(&n, "/counter", "1", "m", t1).await.status, 200);
-        let waiter = async { acquire(&n, "m", s2, 10_000).await.expect("granted after release") };
+        let waiter = async {
+            acquire(&n, "m", s2, 10_000)
+                .await
+                .expect("granted after release")
+        };
         let holder = async {
             // Wait until the waiter is queued, then release.
             for _ in 0..200 {
@@ -111,7 +138,9 @@ async fn a_lock_is_granted_queued_handed_over_and_fences_writes() {
         assert!(t2 > t1, "tokens rise: {t1} then {t2}");
         assert_ne!(k1, k2);
         // The old holder's token is stale: set, create, delete and txn are all Fenced.
-        fenced_set(&n, "/counter", "2", "m", t1).await.assert_error(409, "Fenced");
+        fenced_set(&n, "/counter", "2", "m", t1)
+            .await
+            .assert_error(409, "Fenced");
         n.call(
             Method::POST,
             "/v1/nodes/x",
@@ -130,18 +159,29 @@ async fn a_lock_is_granted_queued_handed_over_and_fences_writes() {
             json!({"ops": [{"op": "set", "path": "/counter", "data": "3"}],
                    "fence": {"lock": "m", "token": token}})
         };
-        n.call(Method::POST, "/v1/txn", Some(txn(t1))).await.assert_error(409, "Fenced");
+        n.call(Method::POST, "/v1/txn", Some(txn(t1)))
+            .await
+            .assert_error(409, "Fenced");
         assert_eq!(data(&n, "/counter").await, "1");
         // The new holder's token works.
-        assert_eq!(n.call(Method::POST, "/v1/txn", Some(txn(t2))).await.status, 200);
+        assert_eq!(
+            n.call(Method::POST, "/v1/txn", Some(txn(t2))).await.status,
+            200
+        );
         assert_eq!(data(&n, "/counter").await, "3");
         // Releasing twice is NoNode; then every token is stale.
         assert_eq!(release(&n, "m", &k2).await, 204);
         assert_eq!(release(&n, "m", &k2).await, 404);
-        fenced_set(&n, "/counter", "4", "m", t2).await.assert_error(409, "Fenced");
+        fenced_set(&n, "/counter", "4", "m", t2)
+            .await
+            .assert_error(409, "Fenced");
         // Bad names and keys are 400.
-        n.call(Method::DELETE, "/v1/locks/m/abc", None).await.assert_error(400, "BadArguments");
-        fenced_set(&n, "/counter", "5", "", 1).await.assert_error(400, "BadArguments");
+        n.call(Method::DELETE, "/v1/locks/m/abc", None)
+            .await
+            .assert_error(400, "BadArguments");
+        fenced_set(&n, "/counter", "5", "", 1)
+            .await
+            .assert_error(400, "BadArguments");
         n.call(Method::DELETE, "/v1/nodes/counter?fence_lock=m", None)
             .await
             .assert_error(400, "BadArguments");
@@ -159,7 +199,8 @@ async fn an_expired_session_releases_its_lock_and_a_waiter_that_goes_away_leaves
         let (_, t1) = acquire(&n, "e", short, 0).await.unwrap();
         // A waiter whose request is dropped: its contender is deleted.
         let s3 = session(&n, 10_000).await;
-        let gone = tokio::time::timeout(Duration::from_millis(100), acquire(&n, "e", s3, 10_000)).await;
+        let gone =
+            tokio::time::timeout(Duration::from_millis(100), acquire(&n, "e", s3, 10_000)).await;
         assert!(gone.is_err(), "the lock was busy");
         let mut queue = Value::Null;
         for _ in 0..200 {
@@ -171,7 +212,9 @@ async fn an_expired_session_releases_its_lock_and_a_waiter_that_goes_away_leaves
         }
         assert_eq!(queue, json!([]), "the abandoned contender was not removed");
         // No keepalives for `short`: it expires and s2 gets the lock.
-        let (_, t2) = acquire(&n, "e", s2, 10_000).await.expect("granted after expiry");
+        let (_, t2) = acquire(&n, "e", s2, 10_000)
+            .await
+            .expect("granted after expiry");
         assert!(t2 > t1);
         assert_eq!(show(&n, "e").await["holder"]["session"], s2);
         // An acquire with an unknown session is SessionExpired.
@@ -231,7 +274,10 @@ async fn one_release_wakes_one_waiter_and_grants_are_fifo() {
         );
         let grants = grants.into_inner().unwrap();
         assert_eq!(grants.len(), WAITERS);
-        let queue_order: Vec<u64> = queued.iter().map(|c| c["session"].as_u64().unwrap()).collect();
+        let queue_order: Vec<u64> = queued
+            .iter()
+            .map(|c| c["session"].as_u64().unwrap())
+            .collect();
         let grant_order: Vec<u64> = grants.iter().map(|g| g.0).collect();
         assert_eq!(grant_order, queue_order, "grants are FIFO");
         let mut last = t0;
@@ -240,10 +286,19 @@ async fn one_release_wakes_one_waiter_and_grants_are_fifo() {
             last = *token;
         }
         for (granted, woken) in wakeups.into_inner().unwrap() {
-            assert_eq!(woken, granted, "wake-ups when grant {granted} held the lock");
+            assert_eq!(
+                woken, granted,
+                "wake-ups when grant {granted} held the lock"
+            );
         }
-        assert_eq!(metric(&n, "keeper_lock_wakeups_total").await, WAITERS as u64);
-        assert_eq!(metric(&n, "keeper_lock_grants_total").await, WAITERS as u64 + 1);
+        assert_eq!(
+            metric(&n, "keeper_lock_wakeups_total").await,
+            WAITERS as u64
+        );
+        assert_eq!(
+            metric(&n, "keeper_lock_grants_total").await,
+            WAITERS as u64 + 1
+        );
         n.shutdown().await;
     })
     .await;

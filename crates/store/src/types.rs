@@ -125,7 +125,10 @@ pub enum Txn {
     /// otherwise the outcome is `Fenced` and nothing changes. Checked at
     /// apply time, so no write of a deposed holder can slip in. (Appended
     /// last: postcard numbers variants, so older logs still decode.)
-    Fenced { fence: Fence, txn: Box<Txn> },
+    Fenced {
+        fence: Fence,
+        txn: Box<Txn>,
+    },
 }
 
 /// Where the contender nodes of every lock live: lock `name` is the

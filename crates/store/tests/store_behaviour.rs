@@ -1155,7 +1155,8 @@ fn a_fenced_write_applies_only_while_its_token_holds_the_lock() {
     lock_dir_m(&mut h);
     h.create("/counter", NodeMode::Persistent).unwrap();
     // A child that is not a contender (and sorts before the digits) never holds.
-    h.create("/.keeper/locks/m/-x", NodeMode::Persistent).unwrap();
+    h.create("/.keeper/locks/m/-x", NodeMode::Persistent)
+        .unwrap();
     let (s1, s2) = (h.session(), h.session());
     // Nobody holds the lock yet.
     assert_eq!(
@@ -1166,7 +1167,10 @@ fn a_fenced_write_applies_only_while_its_token_holds_the_lock() {
     let (_c2, t2) = contend(&mut h, s2);
     assert!(t2 > t1);
     assert_eq!(
-        h.store().lock_holder("m").unwrap().map(|(p, s)| (p, s.czxid)),
+        h.store()
+            .lock_holder("m")
+            .unwrap()
+            .map(|(p, s)| (p, s.czxid)),
         Some((c1.clone(), t1))
     );
     assert!(matches!(
@@ -1189,13 +1193,29 @@ fn a_fenced_write_applies_only_while_its_token_holds_the_lock() {
     assert!(h.store().get("/y").unwrap().is_none());
     assert!(fenced_op(&mut h, t1, create("/y", NodeMode::Persistent, 0, None)).is_ok());
     // The holder releases in a fenced delete of its own contender node.
-    assert!(fenced_op(&mut h, t1, Op::Delete { path: c1, version: -1 }).is_ok());
+    assert!(fenced_op(
+        &mut h,
+        t1,
+        Op::Delete {
+            path: c1,
+            version: -1
+        }
+    )
+    .is_ok());
     // The old holder's token is stale now; the next contender holds.
     assert_eq!(
         fenced_op(&mut h, t1, set("/counter", b"3", -1)),
         Err(fenced_err("m", t1, Some(t2)))
     );
-    assert!(fenced_op(&mut h, t2, Op::Delete { path: "/y".into(), version: -1 }).is_ok());
+    assert!(fenced_op(
+        &mut h,
+        t2,
+        Op::Delete {
+            path: "/y".into(),
+            version: -1
+        }
+    )
+    .is_ok());
     // An expired session releases: the lock is free, every token is stale.
     h.txn_at(1000, Txn::CloseSession { id: s2 });
     assert_eq!(
@@ -1227,11 +1247,19 @@ fn a_fenced_multi_applies_all_or_nothing_and_fails_at_index_0() {
     assert!(h.store().get("/a").unwrap().is_none());
     let r = h.txn_at(1000, fenced(t, ops()));
     assert!(matches!(r.outcome, TxnOutcome::Multi(Ok(ref rs)) if rs.len() == 2));
-    assert_eq!(r.events.len(), 4, "events of the guarded multi: {:?}", r.events);
+    assert_eq!(
+        r.events.len(),
+        4,
+        "events of the guarded multi: {:?}",
+        r.events
+    );
     // A failing guarded multi still fails as a multi.
     assert!(matches!(
         h.txn_at(1000, fenced(t, ops())).outcome,
-        TxnOutcome::Multi(Err(MultiError { index: 0, error: TxnError::NodeExists { .. } }))
+        TxnOutcome::Multi(Err(MultiError {
+            index: 0,
+            error: TxnError::NodeExists { .. }
+        }))
     ));
 }
 
@@ -1273,7 +1301,12 @@ fn a_fenced_entry_in_a_batch_sees_the_entries_before_it() {
     // zxid z creates the contender (token z), z+1 is fenced by it, z+2
     // releases, z+3 is fenced by the released token.
     let entries = [
-        Txn::Op(create("/.keeper/locks/m/", NodeMode::EphemeralSequential, s, None)),
+        Txn::Op(create(
+            "/.keeper/locks/m/",
+            NodeMode::EphemeralSequential,
+            s,
+            None,
+        )),
         fenced(z, Txn::Op(set("/counter", b"1", -1))),
         Txn::Op(Op::Delete {
             path: "/.keeper/locks/m/0000000000".into(),
@@ -1284,12 +1317,26 @@ fn a_fenced_entry_in_a_batch_sees_the_entries_before_it() {
     .map(|txn| Entry { time_ms: 1000, txn });
     let applied = h
         .store()
-        .apply_batch(entries.iter().enumerate().map(|(i, e)| (Zxid(z + i as u64), e)))
+        .apply_batch(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (Zxid(z + i as u64), e)),
+        )
         .unwrap();
     h.next += entries.len() as u64;
-    assert!(matches!(applied[0].outcome, TxnOutcome::Op(Ok(OpResult::Created { .. }))));
-    assert!(matches!(applied[1].outcome, TxnOutcome::Op(Ok(OpResult::Set { .. }))));
-    assert!(matches!(applied[2].outcome, TxnOutcome::Op(Ok(OpResult::Deleted { .. }))));
+    assert!(matches!(
+        applied[0].outcome,
+        TxnOutcome::Op(Ok(OpResult::Created { .. }))
+    ));
+    assert!(matches!(
+        applied[1].outcome,
+        TxnOutcome::Op(Ok(OpResult::Set { .. }))
+    ));
+    assert!(matches!(
+        applied[2].outcome,
+        TxnOutcome::Op(Ok(OpResult::Deleted { .. }))
+    ));
     assert_eq!(
         applied[3].outcome,
         TxnOutcome::Op(Err(fenced_err("m", z, None)))
@@ -1305,11 +1352,17 @@ fn entries_logged_before_fences_existed_decode_unchanged() {
     // CloseSession of session 7, as older versions encoded them.
     assert_eq!(
         Entry::decode(&[1, 5]).unwrap(),
-        Entry { time_ms: 1, txn: Txn::Noop }
+        Entry {
+            time_ms: 1,
+            txn: Txn::Noop
+        }
     );
     assert_eq!(
         Entry::decode(&[1, 3, 7]).unwrap(),
-        Entry { time_ms: 1, txn: Txn::CloseSession { id: 7 } }
+        Entry {
+            time_ms: 1,
+            txn: Txn::CloseSession { id: 7 }
+        }
     );
     let e = Entry {
         time_ms: 9,

@@ -194,7 +194,8 @@ pub async fn acquire(
         return Err(ApiError::bad_arguments("\"session\" is required"));
     }
     let dir = lock_dir(name, state.config.max_path_bytes)?;
-    let deadline = Instant::now() + Duration::from_millis(wait_ms.min(state.config.max_lock_wait_ms));
+    let deadline =
+        Instant::now() + Duration::from_millis(wait_ms.min(state.config.max_lock_wait_ms));
     // Subscribed before the contender exists: no deletion after it is missed.
     let mut events = state.applied.subscribe_events();
     let (key, _) = create_contender(state, &dir, session).await?;
