@@ -230,7 +230,13 @@ pub async fn acquire(
         let woken = tokio::time::timeout_at(deadline, async {
             loop {
                 match events.recv().await {
-                    Ok(ev) if ev.kind == ChangeKind::Deleted && ev.path == waiting_for => {
+                    Ok(run) if run.reset => return false,
+                    Ok(run)
+                        if run
+                            .events
+                            .iter()
+                            .any(|ev| ev.kind == ChangeKind::Deleted && ev.path == waiting_for) =>
+                    {
                         return true
                     }
                     Ok(_) => {}
