@@ -98,6 +98,10 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Longest wait for `X-Keeper-Min-Zxid` to be applied, in ms (504 Timeout after).
     pub min_zxid_wait_ms: u64,
+    /// Longest `wait_ms` a lock acquire may ask for, in ms (larger asks are
+    /// clamped down). Below `request_timeout_ms`, so a waiter gets its own
+    /// `Timeout` answer and removes its contender node.
+    pub max_lock_wait_ms: u64,
     /// Smallest session timeout granted, in ms (requests are clamped up to it).
     pub min_session_timeout_ms: u64,
     /// Largest session timeout granted, in ms (requests are clamped down to it).
@@ -175,6 +179,7 @@ impl Default for Config {
             max_concurrent_requests: 1024,
             request_timeout_ms: 30_000,
             min_zxid_wait_ms: 5_000,
+            max_lock_wait_ms: 20_000,
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 60_000,
             session_tick_ms: 200,
@@ -290,6 +295,7 @@ impl Config {
             ("log_segment_bytes", self.log_segment_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
+            ("max_lock_wait_ms", self.max_lock_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
             ("max_session_timeout_ms", self.max_session_timeout_ms),
             ("session_tick_ms", self.session_tick_ms),
@@ -315,6 +321,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "min_session_timeout_ms ({}) is above max_session_timeout_ms ({})",
                 self.min_session_timeout_ms, self.max_session_timeout_ms
+            )));
+        }
+        if self.max_lock_wait_ms >= self.request_timeout_ms {
+            return Err(ConfigError(format!(
+                "max_lock_wait_ms ({}) must be below request_timeout_ms ({})",
+                self.max_lock_wait_ms, self.request_timeout_ms
             )));
         }
         if self.max_data_bytes > self.max_request_bytes {

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     SessionExpired,
     Compacted,
     TooLarge,
+    /// A fenced write whose token no longer (or never) held the lock (409).
+    Fenced,
     Unavailable,
     Timeout,
     Unauthorized,
@@ -40,9 +42,10 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::NoNode => StatusCode::NOT_FOUND,
-            ErrorCode::NodeExists | ErrorCode::BadVersion | ErrorCode::NotEmpty => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::NodeExists
+            | ErrorCode::BadVersion
+            | ErrorCode::NotEmpty
+            | ErrorCode::Fenced => StatusCode::CONFLICT,
             ErrorCode::NoChildrenForEphemerals
             | ErrorCode::InvalidPath
             | ErrorCode::BadArguments => StatusCode::BAD_REQUEST,
@@ -154,6 +157,7 @@ impl From<TxnError> for ApiError {
             TxnError::BadArguments { .. } => (ErrorCode::BadArguments, None),
             TxnError::SessionExpired { .. } => (ErrorCode::SessionExpired, None),
             TxnError::TooLarge { .. } => (ErrorCode::TooLarge, None),
+            TxnError::Fenced { .. } => (ErrorCode::Fenced, None),
         };
         ApiError {
             code,
@@ -208,6 +212,7 @@ mod tests {
             (ErrorCode::SessionExpired, 410),
             (ErrorCode::Compacted, 410),
             (ErrorCode::TooLarge, 413),
+            (ErrorCode::Fenced, 409),
             (ErrorCode::Unavailable, 503),
             (ErrorCode::Timeout, 504),
             (ErrorCode::Unauthorized, 401),

@@ -7,7 +7,7 @@
 //! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
 //! -> [`watches`] (the applied changes to one-shot watches and event streams).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
-//! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
+//! path), [`reaper`] (containers and ttl nodes), [`recipes`] (locks), [`config`], [`error`]
 //! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
 
 pub mod applier;
@@ -19,6 +19,7 @@ pub mod node;
 pub mod peer;
 pub mod proposer;
 pub mod reaper;
+pub mod recipes;
 pub mod sessions;
 pub mod standalone;
 pub mod watches;

@@ -97,6 +97,9 @@ struct ServerArgs {
     /// Largest session timeout granted, in ms.
     #[arg(long, env = "KEEPER_MAX_SESSION_TIMEOUT_MS", value_name = "MS")]
     max_session_timeout_ms: Option<u64>,
+    /// Longest wait a lock acquire may ask for, in ms (below the request timeout).
+    #[arg(long, env = "KEEPER_MAX_LOCK_WAIT_MS", value_name = "MS")]
+    max_lock_wait_ms: Option<u64>,
     /// Period of the session expiry check, in ms.
     #[arg(long, env = "KEEPER_SESSION_TICK_MS", value_name = "MS")]
     session_tick_ms: Option<u64>,
@@ -194,6 +197,7 @@ fn defaults() -> Vec<(&'static str, String)> {
             "max_session_timeout_ms",
             d.max_session_timeout_ms.to_string(),
         ),
+        ("max_lock_wait_ms", d.max_lock_wait_ms.to_string()),
         ("session_tick_ms", d.session_tick_ms.to_string()),
         ("reap_interval_ms", d.reap_interval_ms.to_string()),
         ("max_reap_batch", d.max_reap_batch.to_string()),
@@ -279,6 +283,7 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         min_zxid_wait_ms,
         min_session_timeout_ms,
         max_session_timeout_ms,
+        max_lock_wait_ms,
         session_tick_ms,
         reap_interval_ms,
         max_reap_batch,

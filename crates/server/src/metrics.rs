@@ -102,6 +102,11 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Nodes deleted by the reaper.
     pub nodes_reaped: AtomicU64,
+    /// Lock grants (acquires answered with a fencing token).
+    pub lock_grants: AtomicU64,
+    /// Lock waiters woken because the contender they waited for went away
+    /// (one per release with no herd effect).
+    pub lock_wakeups: AtomicU64,
     /// Watch events written to event streams and answered to one-shot watches
     /// (change events only; progress and cut-off events are not counted).
     pub watch_events_sent: AtomicU64,
@@ -124,6 +129,8 @@ impl Default for Metrics {
             request_seconds: Histogram::new(SECONDS_BOUNDS),
             sessions_expired: AtomicU64::new(0),
             nodes_reaped: AtomicU64::new(0),
+            lock_grants: AtomicU64::new(0),
+            lock_wakeups: AtomicU64::new(0),
             watch_events_sent: AtomicU64::new(0),
             watch_slow_consumers: AtomicU64::new(0),
             watch_replay_reads: AtomicU64::new(0),
@@ -222,6 +229,16 @@ impl Metrics {
                 "keeper_nodes_reaped_total",
                 "Nodes deleted by the reaper.",
                 &self.nodes_reaped,
+            ),
+            (
+                "keeper_lock_grants_total",
+                "Lock acquires granted.",
+                &self.lock_grants,
+            ),
+            (
+                "keeper_lock_wakeups_total",
+                "Lock waiters woken by the deletion of the contender they waited for.",
+                &self.lock_wakeups,
             ),
             (
                 "keeper_watch_events_sent_total",

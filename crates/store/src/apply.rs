@@ -121,7 +121,7 @@ pub(crate) fn apply_entry(
         nodes: pending,
         ..
     } = run;
-    let mut ov = Overlay {
+    let ov = Overlay {
         store,
         pending,
         zxid,
@@ -129,7 +129,19 @@ pub(crate) fn apply_entry(
         nodes: HashMap::new(),
         events: Vec::new(),
     };
-    match &entry.txn {
+    apply_txn(store, batch, ov, zxid, entry.time_ms, &entry.txn)
+}
+
+/// [`apply_entry`] for one txn (a fenced txn recurses into the txn it guards).
+fn apply_txn(
+    store: &Store,
+    batch: &mut WriteBatch,
+    mut ov: Overlay<'_>,
+    zxid: Zxid,
+    time_ms: u64,
+    txn: &Txn,
+) -> Result<Effects, StoreError> {
+    match txn {
         Txn::Op(op) => match ov.op(op) {
             Ok(result) => {
                 let events = ov.commit(batch)?;
@@ -204,7 +216,7 @@ pub(crate) fn apply_entry(
                     continue;
                 }
                 if let Some(rec) = ov.node(&cand.path)? {
-                    let due = rec.due_ms().is_some_and(|d| d <= entry.time_ms);
+                    let due = rec.due_ms().is_some_and(|d| d <= time_ms);
                     if due && rec.stat.czxid == cand.czxid {
                         ov.remove(&cand.path, &rec)?;
                         paths.push(cand.path.clone());
@@ -215,6 +227,31 @@ pub(crate) fn apply_entry(
             Ok((TxnOutcome::Reaped { paths }, events))
         }
         Txn::Noop => Ok((TxnOutcome::Noop, Vec::new())),
+        Txn::Fenced { fence, txn } => {
+            let refuse = |error: TxnError| match &**txn {
+                Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
+                _ => TxnOutcome::Op(Err(error)),
+            };
+            if !matches!(&**txn, Txn::Op(_) | Txn::Multi(_)) {
+                let error = bad_arguments("a fence guards only an op or a multi");
+                return Ok((refuse(error), Vec::new()));
+            }
+            // Entries before a fenced one are written first (it is applied
+            // alone), so the in-memory tree is the state this entry sees.
+            let holder = match store.lock_holder(&fence.lock) {
+                Ok(holder) => holder.map(|(_, stat)| stat.czxid),
+                Err(error) => return Ok((refuse(error), Vec::new())),
+            };
+            if holder != Some(fence.token) {
+                let error = TxnError::Fenced {
+                    lock: fence.lock.clone(),
+                    token: fence.token,
+                    holder,
+                };
+                return Ok((refuse(error), Vec::new()));
+            }
+            apply_txn(store, batch, ov, zxid, time_ms, txn)
+        }
     }
 }
 

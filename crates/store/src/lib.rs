@@ -455,6 +455,36 @@ impl Store {
         ))
     }
 
+    /// The holder of lock `name`: the path and stat of its lowest-sequence
+    /// contender (a child of [`lock_dir`] named by [`is_contender_name`]),
+    /// or `Ok(None)` if nobody holds it. The holder's fencing token is its
+    /// `czxid`. `Err` if `name` is not a valid lock name.
+    pub fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
+        let dir = lock_dir(name, self.config.max_path_bytes)?;
+        let mem = self.mem_read();
+        Ok(mem.first_child(&dir, is_contender_name).and_then(|child| {
+            let path = format!("{dir}/{child}");
+            mem.get(&path).map(|rec| (path, rec.stat))
+        }))
+    }
+
+    /// Every contender of lock `name` in queue order (the holder first):
+    /// child name and stat. `Err` if `name` is not a valid lock name.
+    pub fn lock_contenders(&self, name: &str) -> Result<Vec<(String, Stat)>, TxnError> {
+        let dir = lock_dir(name, self.config.max_path_bytes)?;
+        let mem = self.mem_read();
+        Ok(mem
+            .children_page(&dir, None, usize::MAX)
+            .0
+            .into_iter()
+            .filter(|child| is_contender_name(child))
+            .filter_map(|child| {
+                let stat = mem.get(&format!("{dir}/{child}"))?.stat;
+                Some((child, stat))
+            })
+            .collect())
+    }
+
     /// All live sessions, by id (used by the leader to rebuild expiry tracking).
     pub fn sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
         let mut out = Vec::new();

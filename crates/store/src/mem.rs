@@ -94,6 +94,15 @@ impl MemTree {
         (page, range.next().is_some())
     }
 
+    /// The first child of `path` (bytewise) for which `keep` holds.
+    pub(crate) fn first_child(&self, path: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
+        self.children
+            .get(path)?
+            .iter()
+            .find(|name| keep(name))
+            .map(|name| name.to_string())
+    }
+
     pub(crate) fn get(&self, path: &str) -> Option<&NodeRecord> {
         self.nodes.get(path)
     }

@@ -119,6 +119,48 @@ pub enum Txn {
     },
     /// Does nothing (a new leader's first entry, barriers, tests).
     Noop,
+    /// `txn` (an `Op` or a `Multi`) guarded by a fence: it applies only if
+    /// `fence.token` is the czxid of the current holder of lock
+    /// `fence.lock` (see [`lock_holder`](crate::Store::lock_holder)),
+    /// otherwise the outcome is `Fenced` and nothing changes. Checked at
+    /// apply time, so no write of a deposed holder can slip in. (Appended
+    /// last: postcard numbers variants, so older logs still decode.)
+    Fenced {
+        fence: Fence,
+        txn: Box<Txn>,
+    },
+}
+
+/// Where the contender nodes of every lock live: lock `name` is the
+/// directory `/.keeper/locks/{name}`, its contenders are its children named
+/// by a 10-digit sequence number, and the lowest one holds the lock.
+pub const LOCKS_PREFIX: &str = "/.keeper/locks";
+
+/// A fence: the write applies only while `token` is the czxid of the node
+/// holding lock `lock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub lock: String,
+    pub token: u64,
+}
+
+/// The directory of lock `name`, or why `name` is not a lock name (empty,
+/// contains `/`, or makes an invalid path).
+pub fn lock_dir(name: &str, max_path_bytes: usize) -> Result<String, TxnError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(TxnError::BadArguments {
+            message: format!("lock name {name:?} must be one non-empty path segment"),
+        });
+    }
+    let dir = format!("{LOCKS_PREFIX}/{name}");
+    crate::path::validate_path(&format!("{dir}/0000000000"), max_path_bytes)?;
+    Ok(dir)
+}
+
+/// True for a contender node name: exactly 10 ASCII digits (the suffix a
+/// sequential create of `{dir}/` gets), so bytewise order is sequence order.
+pub fn is_contender_name(name: &str) -> bool {
+    name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl Txn {
@@ -126,7 +168,12 @@ impl Txn {
     /// ephemeral indexes in RocksDB (rather than only the tree): such an
     /// entry is applied on its own, never batched with others.
     pub fn reads_session_indexes(&self) -> bool {
-        matches!(self, Txn::CreateSession { .. } | Txn::CloseSession { .. })
+        // A fence reads the lock's contenders from the applied tree, so
+        // the entries before it must be written first.
+        matches!(
+            self,
+            Txn::CreateSession { .. } | Txn::CloseSession { .. } | Txn::Fenced { .. }
+        )
     }
 }
 
@@ -214,6 +261,14 @@ pub enum TxnError {
     SessionExpired { id: SessionId },
     #[error("data is {size} bytes, above the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// A fenced write whose token is not the lock's current holder's.
+    /// `holder` is the current holder's token (`None`: the lock is free).
+    #[error("fenced: token {token} does not hold lock {lock:?} (holder: {holder:?})")]
+    Fenced {
+        lock: String,
+        token: u64,
+        holder: Option<u64>,
+    },
 }
 
 /// What changed in the tree, for watches (ZooKeeper's event types).

@@ -1116,3 +1116,272 @@ fn digest_at_is_consistent_with_its_zxid_under_concurrent_applies() {
     assert_eq!(store.digest_at().unwrap(), (Zxid(400), expected[400]));
     println!("digests taken at {} distinct zxids", seen.len());
 }
+
+// ---- fenced writes ------------------------------------------------------
+
+/// Creates the directory of lock `m` (persistent, like the lock recipe's parents).
+fn lock_dir_m(h: &mut Harness) {
+    for p in ["/.keeper", "/.keeper/locks", "/.keeper/locks/m"] {
+        h.create(p, NodeMode::Persistent).unwrap();
+    }
+}
+
+/// A contender of lock `m` for `session`; returns its path and token (czxid).
+fn contend(h: &mut Harness, session: SessionId) -> (String, u64) {
+    match h.op(create(
+        "/.keeper/locks/m/",
+        NodeMode::EphemeralSequential,
+        session,
+        None,
+    )) {
+        Ok(OpResult::Created { path, stat }) => (path, stat.czxid),
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+fn fenced(token: u64, txn: Txn) -> Txn {
+    Txn::Fenced {
+        fence: Fence {
+            lock: "m".into(),
+            token,
+        },
+        txn: Box::new(txn),
+    }
+}
+
+fn fenced_op(h: &mut Harness, token: u64, op: Op) -> Result<OpResult, TxnError> {
+    match h.txn_at(1000, fenced(token, Txn::Op(op))).outcome {
+        TxnOutcome::Op(r) => r,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+fn fenced_err(lock: &str, token: u64, holder: Option<u64>) -> TxnError {
+    TxnError::Fenced {
+        lock: lock.into(),
+        token,
+        holder,
+    }
+}
+
+#[test]
+fn a_fenced_write_applies_only_while_its_token_holds_the_lock() {
+    let mut h = Harness::new();
+    lock_dir_m(&mut h);
+    h.create("/counter", NodeMode::Persistent).unwrap();
+    // A child that is not a contender (and sorts before the digits) never holds.
+    h.create("/.keeper/locks/m/-x", NodeMode::Persistent)
+        .unwrap();
+    let (s1, s2) = (h.session(), h.session());
+    // Nobody holds the lock yet.
+    assert_eq!(
+        fenced_op(&mut h, 1, set("/counter", b"0", -1)),
+        Err(fenced_err("m", 1, None))
+    );
+    let (c1, t1) = contend(&mut h, s1);
+    let (_c2, t2) = contend(&mut h, s2);
+    assert!(t2 > t1);
+    assert_eq!(
+        h.store()
+            .lock_holder("m")
+            .unwrap()
+            .map(|(p, s)| (p, s.czxid)),
+        Some((c1.clone(), t1))
+    );
+    assert!(matches!(
+        fenced_op(&mut h, t1, set("/counter", b"1", -1)),
+        Ok(OpResult::Set { .. })
+    ));
+    // The waiter's token does not hold the lock: nothing changes.
+    let before = h.stat("/counter");
+    assert_eq!(
+        fenced_op(&mut h, t2, set("/counter", b"2", -1)),
+        Err(fenced_err("m", t2, Some(t1)))
+    );
+    assert_eq!(h.stat("/counter"), before);
+    assert_eq!(h.store().get("/counter").unwrap().unwrap().0, &b"1"[..]);
+    // Create and delete are fenced the same way.
+    assert_eq!(
+        fenced_op(&mut h, t2, create("/y", NodeMode::Persistent, 0, None)),
+        Err(fenced_err("m", t2, Some(t1)))
+    );
+    assert!(h.store().get("/y").unwrap().is_none());
+    assert!(fenced_op(&mut h, t1, create("/y", NodeMode::Persistent, 0, None)).is_ok());
+    // The holder releases in a fenced delete of its own contender node.
+    assert!(fenced_op(
+        &mut h,
+        t1,
+        Op::Delete {
+            path: c1,
+            version: -1
+        }
+    )
+    .is_ok());
+    // The old holder's token is stale now; the next contender holds.
+    assert_eq!(
+        fenced_op(&mut h, t1, set("/counter", b"3", -1)),
+        Err(fenced_err("m", t1, Some(t2)))
+    );
+    assert!(fenced_op(
+        &mut h,
+        t2,
+        Op::Delete {
+            path: "/y".into(),
+            version: -1
+        }
+    )
+    .is_ok());
+    // An expired session releases: the lock is free, every token is stale.
+    h.txn_at(1000, Txn::CloseSession { id: s2 });
+    assert_eq!(
+        fenced_op(&mut h, t2, set("/counter", b"4", -1)),
+        Err(fenced_err("m", t2, None))
+    );
+    assert_eq!(h.store().get("/counter").unwrap().unwrap().0, &b"1"[..]);
+}
+
+#[test]
+fn a_fenced_multi_applies_all_or_nothing_and_fails_at_index_0() {
+    let mut h = Harness::new();
+    lock_dir_m(&mut h);
+    let s = h.session();
+    let (_, t) = contend(&mut h, s);
+    let ops = || {
+        Txn::Multi(vec![
+            create("/a", NodeMode::Persistent, 0, None),
+            create("/a/b", NodeMode::Persistent, 0, None),
+        ])
+    };
+    assert_eq!(
+        h.txn_at(1000, fenced(t + 1, ops())).outcome,
+        TxnOutcome::Multi(Err(MultiError {
+            index: 0,
+            error: fenced_err("m", t + 1, Some(t)),
+        }))
+    );
+    assert!(h.store().get("/a").unwrap().is_none());
+    let r = h.txn_at(1000, fenced(t, ops()));
+    assert!(matches!(r.outcome, TxnOutcome::Multi(Ok(ref rs)) if rs.len() == 2));
+    assert_eq!(
+        r.events.len(),
+        4,
+        "events of the guarded multi: {:?}",
+        r.events
+    );
+    // A failing guarded multi still fails as a multi.
+    assert!(matches!(
+        h.txn_at(1000, fenced(t, ops())).outcome,
+        TxnOutcome::Multi(Err(MultiError {
+            index: 0,
+            error: TxnError::NodeExists { .. }
+        }))
+    ));
+}
+
+#[test]
+fn a_fence_with_a_bad_lock_name_or_a_non_write_txn_is_bad_arguments() {
+    let mut h = Harness::new();
+    for lock in ["", "a/b"] {
+        let txn = Txn::Fenced {
+            fence: Fence {
+                lock: lock.into(),
+                token: 1,
+            },
+            txn: Box::new(Txn::Op(create("/x", NodeMode::Persistent, 0, None))),
+        };
+        assert!(
+            matches!(
+                h.txn_at(1000, txn).outcome,
+                TxnOutcome::Op(Err(TxnError::BadArguments { .. }))
+            ),
+            "lock {lock:?}"
+        );
+    }
+    for inner in [Txn::Noop, fenced(1, Txn::Noop), Txn::CloseSession { id: 1 }] {
+        assert!(matches!(
+            h.txn_at(1000, fenced(1, inner)).outcome,
+            TxnOutcome::Op(Err(TxnError::BadArguments { .. }))
+        ));
+    }
+    assert!(h.store().get("/x").unwrap().is_none());
+}
+
+#[test]
+fn a_fenced_entry_in_a_batch_sees_the_entries_before_it() {
+    let mut h = Harness::new();
+    lock_dir_m(&mut h);
+    h.create("/counter", NodeMode::Persistent).unwrap();
+    let s = h.session();
+    let z = h.next;
+    // zxid z creates the contender (token z), z+1 is fenced by it, z+2
+    // releases, z+3 is fenced by the released token.
+    let entries = [
+        Txn::Op(create(
+            "/.keeper/locks/m/",
+            NodeMode::EphemeralSequential,
+            s,
+            None,
+        )),
+        fenced(z, Txn::Op(set("/counter", b"1", -1))),
+        Txn::Op(Op::Delete {
+            path: "/.keeper/locks/m/0000000000".into(),
+            version: -1,
+        }),
+        fenced(z, Txn::Op(set("/counter", b"2", -1))),
+    ]
+    .map(|txn| Entry { time_ms: 1000, txn });
+    let applied = h
+        .store()
+        .apply_batch(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (Zxid(z + i as u64), e)),
+        )
+        .unwrap();
+    h.next += entries.len() as u64;
+    assert!(matches!(
+        applied[0].outcome,
+        TxnOutcome::Op(Ok(OpResult::Created { .. }))
+    ));
+    assert!(matches!(
+        applied[1].outcome,
+        TxnOutcome::Op(Ok(OpResult::Set { .. }))
+    ));
+    assert!(matches!(
+        applied[2].outcome,
+        TxnOutcome::Op(Ok(OpResult::Deleted { .. }))
+    ));
+    assert_eq!(
+        applied[3].outcome,
+        TxnOutcome::Op(Err(fenced_err("m", z, None)))
+    );
+    assert_eq!(h.store().get("/counter").unwrap().unwrap().0, &b"1"[..]);
+    h.reopen();
+    assert_eq!(h.store().get("/counter").unwrap().unwrap().0, &b"1"[..]);
+}
+
+#[test]
+fn entries_logged_before_fences_existed_decode_unchanged() {
+    // Variant numbers of the older txns are fixed: a Noop at time 1, a
+    // CloseSession of session 7, as older versions encoded them.
+    assert_eq!(
+        Entry::decode(&[1, 5]).unwrap(),
+        Entry {
+            time_ms: 1,
+            txn: Txn::Noop
+        }
+    );
+    assert_eq!(
+        Entry::decode(&[1, 3, 7]).unwrap(),
+        Entry {
+            time_ms: 1,
+            txn: Txn::CloseSession { id: 7 }
+        }
+    );
+    let e = Entry {
+        time_ms: 9,
+        txn: fenced(42, Txn::Op(set("/c", b"x", 3))),
+    };
+    assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+}

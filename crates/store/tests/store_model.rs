@@ -365,6 +365,43 @@ impl Model {
                 TxnOutcome::Reaped { paths }
             }
             Txn::Noop => TxnOutcome::Noop,
+            Txn::Fenced { fence, txn } => {
+                let refuse = |error: TxnError| match &**txn {
+                    Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
+                    _ => TxnOutcome::Op(Err(error)),
+                };
+                if !matches!(&**txn, Txn::Op(_) | Txn::Multi(_)) {
+                    let message = "a fence guards only an op or a multi".to_string();
+                    return (refuse(TxnError::BadArguments { message }), Vec::new());
+                }
+                let dir = match lock_dir(&fence.lock, MAX_PATH) {
+                    Ok(dir) => dir,
+                    Err(e) => return (refuse(e), Vec::new()),
+                };
+                // The holder: the contender child with the smallest name.
+                let holder = self
+                    .nodes
+                    .iter()
+                    .filter(|(p, _)| {
+                        p.strip_prefix(&format!("{dir}/"))
+                            .is_some_and(is_contender_name)
+                    })
+                    .min_by(|a, b| a.0.cmp(b.0))
+                    .map(|(_, n)| n.stat.czxid);
+                if holder != Some(fence.token) {
+                    let error = TxnError::Fenced {
+                        lock: fence.lock.clone(),
+                        token: fence.token,
+                        holder,
+                    };
+                    return (refuse(error), Vec::new());
+                }
+                let inner = Entry {
+                    time_ms: entry.time_ms,
+                    txn: (**txn).clone(),
+                };
+                return self.apply(zxid, &inner);
+            }
         };
         (outcome, c.events)
     }

@@ -3,7 +3,7 @@
 //! Where it sits: requests come in here; reads go straight to the store (after
 //! the read barrier for `?consistency=linearizable`), writes become a `Txn`
 //! handed to the [`Proposer`]. One module per resource: [`nodes`],
-//! [`children`], [`txn`], [`sessions`], [`cluster`] (+ `/v1/sync`),
+//! [`children`], [`txn`], [`sessions`], [`locks`], [`cluster`] (+ `/v1/sync`),
 //! [`watch`] (one-shot watches), [`events`] (event streams, SSE),
 //! [`health`], [`metrics`].
 //!
@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod locks;
 pub mod metrics;
 pub mod nodes;
 pub mod sessions;
@@ -197,6 +198,24 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/v1/sessions/{id}",
             &["/v1/sessions/{id}"],
             on(MethodFilter::DELETE, sessions::close),
+        ),
+        r(
+            Method::POST,
+            "/v1/locks/{name}/acquire",
+            &["/v1/locks/{name}/acquire"],
+            on(MethodFilter::POST, locks::acquire),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/locks/{name}/{key}",
+            &["/v1/locks/{name}/{key}"],
+            on(MethodFilter::DELETE, locks::release),
+        ),
+        r(
+            Method::GET,
+            "/v1/locks/{name}",
+            &["/v1/locks/{name}"],
+            on(MethodFilter::GET, locks::show),
         ),
         r(
             Method::POST,

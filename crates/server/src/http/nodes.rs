@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use keeper_store::{NodeMode, Op, OpResult, Stat, Txn, TxnOutcome};
+use keeper_store::{Fence, NodeMode, Op, OpResult, Stat, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Body of a create.
@@ -27,6 +27,28 @@ pub struct CreateBody {
     pub mode: Option<NodeMode>,
     pub session: Option<u64>,
     pub ttl_ms: Option<u64>,
+    pub fence: Option<FenceBody>,
+}
+
+/// `fence: {lock, token}` of a write: it applies only while `token` is the
+/// fencing token of lock `lock`'s current holder (else `409 Fenced`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceBody {
+    pub lock: String,
+    pub token: u64,
+}
+
+/// `txn` guarded by `fence`, if there is one (the lock name checked first).
+pub fn fence_txn(state: &AppState, fence: Option<FenceBody>, txn: Txn) -> Result<Txn, ApiError> {
+    let Some(FenceBody { lock, token }) = fence else {
+        return Ok(txn);
+    };
+    keeper_store::lock_dir(&lock, state.config.max_path_bytes)?;
+    Ok(Txn::Fenced {
+        fence: Fence { lock, token },
+        txn: Box::new(txn),
+    })
 }
 
 /// Body of a set.
@@ -36,6 +58,7 @@ pub struct SetBody {
     pub data: Option<String>,
     pub data_b64: Option<String>,
     pub version: Option<i32>,
+    pub fence: Option<FenceBody>,
 }
 
 /// Read consistency: local (sequential, the default) or confirmed first.
@@ -72,6 +95,9 @@ pub struct ReadQuery {
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     pub version: Option<i32>,
+    /// With `fence_token`: the delete is fenced by this lock.
+    pub fence_lock: Option<String>,
+    pub fence_token: Option<u64>,
 }
 
 /// `{path, stat}`: the answer to create and set.
@@ -168,9 +194,14 @@ pub fn set_op(
     })
 }
 
-/// Proposes a single op and returns its deterministic result.
-async fn propose_op(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
-    let applied = state.proposer.propose(Txn::Op(op)).await?;
+/// Proposes a single op (fenced, if asked) and returns its deterministic result.
+async fn propose_op(
+    state: &AppState,
+    op: Op,
+    fence: Option<FenceBody>,
+) -> Result<OpResult, ApiError> {
+    let txn = fence_txn(state, fence, Txn::Op(op))?;
+    let applied = state.proposer.propose(txn).await?;
     match applied.outcome {
         TxnOutcome::Op(result) => result.map_err(ApiError::from),
         other => {
@@ -195,7 +226,7 @@ pub async fn create(
         body.session,
         body.ttl_ms,
     )?;
-    match propose_op(&state, op).await? {
+    match propose_op(&state, op, body.fence).await? {
         OpResult::Created { path, stat } => {
             Ok((StatusCode::CREATED, Json(PathStat { path, stat })).into_response())
         }
@@ -210,7 +241,7 @@ pub async fn set(
     JsonBody(body): JsonBody<SetBody>,
 ) -> Result<Json<PathStat>, ApiError> {
     let op = set_op(&state, path, body.data, body.data_b64, body.version)?;
-    match propose_op(&state, op).await? {
+    match propose_op(&state, op, body.fence).await? {
         OpResult::Set { path, stat } => Ok(Json(PathStat { path, stat })),
         other => Err(unexpected(&other)),
     }
@@ -227,7 +258,16 @@ pub async fn delete(
         return Err(ApiError::bad_arguments("the root cannot be deleted").with_path(path));
     }
     let version = check_version(query.version.unwrap_or(-1))?;
-    match propose_op(&state, Op::Delete { path, version }).await? {
+    let fence = match (query.fence_lock, query.fence_token) {
+        (Some(lock), Some(token)) => Some(FenceBody { lock, token }),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_arguments(
+                "\"fence_lock\" and \"fence_token\" go together",
+            ))
+        }
+    };
+    match propose_op(&state, Op::Delete { path, version }, fence).await? {
         OpResult::Deleted { .. } => Ok(StatusCode::NO_CONTENT),
         other => Err(unexpected(&other)),
     }

@@ -5,7 +5,7 @@
 //! with the failing op's code and its `index`.
 
 use super::extract::{check_version, JsonBody};
-use super::nodes::{check_path, create_op, set_op};
+use super::nodes::{check_path, create_op, fence_txn, set_op, FenceBody};
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use axum::extract::State;
@@ -46,6 +46,8 @@ pub enum TxnOpBody {
 #[serde(deny_unknown_fields)]
 pub struct TxnBody {
     pub ops: Vec<TxnOpBody>,
+    /// Guards the whole txn (a failed fence answers `Fenced` with index 0).
+    pub fence: Option<FenceBody>,
 }
 
 /// One op's result in the answer.
@@ -120,7 +122,8 @@ pub async fn multi(
         })?;
         ops.push(op);
     }
-    let applied = state.proposer.propose(Txn::Multi(ops)).await?;
+    let txn = fence_txn(&state, body.fence, Txn::Multi(ops))?;
+    let applied = state.proposer.propose(txn).await?;
     let results = match applied.outcome {
         TxnOutcome::Multi(Ok(results)) => results,
         TxnOutcome::Multi(Err(e)) => return Err(e.into()),
