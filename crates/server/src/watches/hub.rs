@@ -25,6 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// Per stream: the indexes of its matching events in the current entry, its
+/// sender, and its cut-off mark (non-zero once the stream is cut off).
+type StreamMatches = (Vec<u32>, mpsc::Sender<Group>, Arc<AtomicU64>);
+
 /// A set of change kinds (for one-shot watches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindSet(u8);
@@ -412,8 +416,7 @@ impl Hub {
             return;
         }
         // Per stream id: its matches in the current entry.
-        let mut groups: HashMap<u64, (Vec<u32>, mpsc::Sender<Group>, Arc<AtomicU64>)> =
-            HashMap::new();
+        let mut groups: HashMap<u64, StreamMatches> = HashMap::new();
         let mut fired: Vec<u64> = Vec::new();
         let mut cut: Vec<u64> = Vec::new();
         let events = &run.events;
