@@ -383,6 +383,15 @@ async fn ephemerals_outlive_leader_failover_with_keepalives_and_vanish_after_tim
         .expect("create");
         assert_eq!(r.status, 201, "{:?}", r.body);
 
+        let keepalive = |http: reqwest::Client, url: String| async move {
+            call(
+                &http,
+                Method::POST,
+                &format!("{url}/v1/sessions/{id}/keepalive"),
+                None,
+            )
+            .await
+        };
         // Keepalives through the follower, across a leader kill. While the
         // follower has no leader it answers 503 (it cannot confirm the
         // keepalive); it must never say 410, and a keepalive must be
