@@ -314,6 +314,7 @@ async fn start_cluster(
             .iter()
             .map(|p| (p.id, p.addr.clone()))
             .collect(),
+        max_frame_bytes: config.max_frame_bytes,
         ..PeerConfig::default()
     };
     let (peers, events) = PeerNetwork::<PeerMsg>::start(peer_config, listener)
@@ -323,6 +324,9 @@ async fn start_cluster(
         election_timeout_ticks: config.election_timeout_ticks,
         step_down_ticks: config.step_down_ticks,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
+        max_sync_batch_bytes: config.max_batch_bytes,
+        max_diff_bytes: config.max_diff_bytes,
         ..keeper_zab::Config::default()
     };
     let seed = config.id
@@ -350,6 +354,7 @@ async fn start_cluster(
         zab,
         max_inflight_proposals: config.max_inflight_proposals,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
         max_pending_forwards: config.max_pending_forwards,
         keepalive: KeepaliveBounds {
             confirm_wait: Duration::from_millis(config.keepalive_confirm_wait_ms),
