@@ -21,6 +21,7 @@ use crate::proposer::Proposer;
 use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
+use crate::watches::Hub;
 use crate::zab_driver::{
     DriverParts, KeepaliveBounds, MemberAddr, PeerMsg, ZabOptions, ZabProposer,
 };
@@ -174,6 +175,12 @@ impl Node {
                 stop_rx,
             )),
         ];
+        let watches = Hub::start(
+            &view,
+            metrics.clone(),
+            config.max_watch_streams,
+            config.watch_stream_buffer,
+        )?;
         let state = AppState::new(http::Shared {
             config: Arc::new(config),
             store,
@@ -181,6 +188,7 @@ impl Node {
             applied: view,
             sessions,
             metrics,
+            watches,
             ready: Arc::new(AtomicBool::new(true)),
         });
         Ok(Node {
@@ -266,8 +274,11 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP API");
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let watches = node.state().watches.clone();
     let graceful = async move {
         shutdown.await;
+        // Open event streams end now (each gets its resume zxid).
+        watches.close();
         let _ = signalled_tx.send(true);
     };
     let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
