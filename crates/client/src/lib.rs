@@ -66,8 +66,8 @@ pub use config::{
 };
 pub use error::{ApiError, Error, ErrorCode, Result};
 pub use session::{
-    Session, SessionState, KEEPALIVES_PER_TIMEOUT, KEEPALIVE_RETRIES_PER_INTERVAL,
-    MIN_KEEPALIVE_PAUSE,
+    LossReason, Session, SessionLoss, SessionState, KEEPALIVES_PER_TIMEOUT,
+    KEEPALIVE_RETRIES_PER_INTERVAL, MIN_KEEPALIVE_PAUSE,
 };
 pub use transport::{MIN_ZXID_HEADER, ZXID_HEADER};
 pub use types::{

@@ -6,11 +6,24 @@
 //! the session's [`SessionState`] on a `watch` channel. It stops when the
 //! handle is closed or dropped, or when the session is lost.
 //!
-//! When is a session lost? When the server answers `SessionExpired`, or when
-//! no keepalive has been acknowledged for a whole timeout (counted from the
-//! moment the last acknowledged keepalive was *sent*). In the second case the
-//! server may not have expired it yet, but nothing held through it (an
-//! ephemeral node, a lock) can be relied on any more.
+//! When is a session lost? When the server answers `SessionExpired` (the
+//! replicated state says it ended), or when no keepalive has been
+//! acknowledged for a whole timeout, counted from the moment the last
+//! acknowledged keepalive was *sent*. The server's session contract
+//! (`docs/ARCHITECTURE.md`) promises that a keepalive sent at `t` and
+//! acknowledged keeps the session alive until at least `t + timeout`, so the
+//! second case is reported no later than the servers could expire the
+//! session: nothing held through it (an ephemeral node, a lock) is relied on
+//! after the ensemble may have handed it to someone else.
+//!
+//! A member that cannot confirm a keepalive (no leader, cut off from the
+//! quorum, lagging) answers `503 Unavailable`; the transport then tries the
+//! next member, and the session is kept alive through any member that can.
+//!
+//! The loss is an event the caller cannot miss: [`Session::lost`] resolves
+//! with a [`SessionLoss`] (when, and why), and the state on
+//! [`Session::subscribe`] turns [`SessionState::Expired`] at that moment and
+//! stays there.
 
 use std::time::Duration;
 
@@ -40,6 +53,27 @@ pub enum SessionState {
     Closed,
 }
 
+/// Why a session was counted lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// A member answered `SessionExpired`: the replicated state says it ended.
+    Expired,
+    /// No keepalive sent within the last timeout was acknowledged.
+    NotAcknowledged,
+    /// The keepalive task stopped unexpectedly (it panicked): assume the worst.
+    TaskStopped,
+}
+
+/// When and why a session was counted lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLoss {
+    /// For [`LossReason::NotAcknowledged`]: the send time of the last
+    /// acknowledged keepalive plus the timeout, the earliest moment the
+    /// servers may expire the session. Otherwise when the loss was seen.
+    pub at: Instant,
+    pub reason: LossReason,
+}
+
 /// A live session. Keepalives run in the background until [`Session::close`],
 /// drop, or expiry. Dropping the handle only stops the keepalives: the server
 /// expires the session after its timeout. Call [`Session::close`] to end it
@@ -49,6 +83,7 @@ pub struct Session {
     client: Client,
     info: SessionInfo,
     state: watch::Receiver<SessionState>,
+    loss: watch::Receiver<Option<SessionLoss>>,
     /// Dropping (or sending on) this stops the keepalive task.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -58,12 +93,18 @@ impl Session {
     /// Starts keepalives for an existing session. Must run inside a tokio runtime.
     pub fn start(client: Client, info: SessionInfo) -> Session {
         let (state_tx, state_rx) = watch::channel(SessionState::Alive);
+        let (loss_tx, loss_rx) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(keepalive_loop(client.clone(), info, state_tx, stop_rx));
+        let report = Report {
+            state: state_tx,
+            loss: loss_tx,
+        };
+        let task = tokio::spawn(keepalive_loop(client.clone(), info, report, stop_rx));
         Session {
             client,
             info,
             state: state_rx,
+            loss: loss_rx,
             stop: Some(stop_tx),
             task: Some(task),
         }
@@ -115,6 +156,26 @@ impl Session {
         result
     }
 
+    /// Resolves when the session is lost, with when and why; it never
+    /// resolves for a session that stays alive. The moment is also kept:
+    /// calling this after the loss resolves at once.
+    pub async fn lost(&self) -> SessionLoss {
+        let mut rx = self.loss.clone();
+        let seen = match rx.wait_for(Option::is_some).await {
+            Ok(loss) => *loss,
+            Err(_) => None,
+        };
+        seen.unwrap_or(SessionLoss {
+            at: Instant::now(),
+            reason: LossReason::TaskStopped,
+        })
+    }
+
+    /// The loss, once it happened.
+    pub fn loss(&self) -> Option<SessionLoss> {
+        *self.loss.borrow()
+    }
+
     /// Stops the keepalives and closes the session on the server, deleting
     /// its ephemeral nodes. [`Error::SessionExpired`] if it was already gone.
     pub async fn close(mut self) -> Result<()> {
@@ -128,10 +189,24 @@ impl Session {
     }
 }
 
+/// Where the keepalive task publishes what happened.
+struct Report {
+    state: watch::Sender<SessionState>,
+    loss: watch::Sender<Option<SessionLoss>>,
+}
+
+impl Report {
+    fn lost(&self, at: Instant, reason: LossReason) {
+        // The loss first: whoever sees `Expired` can read it at once.
+        let _ = self.loss.send(Some(SessionLoss { at, reason }));
+        let _ = self.state.send(SessionState::Expired);
+    }
+}
+
 async fn keepalive_loop(
     client: Client,
     info: SessionInfo,
-    state: watch::Sender<SessionState>,
+    report: Report,
     mut stop: oneshot::Receiver<()>,
 ) {
     let timeout = Duration::from_millis(info.timeout_ms);
@@ -141,19 +216,21 @@ async fn keepalive_loop(
     let mut acked_at = Instant::now();
     let mut pause = interval;
     loop {
+        let deadline = acked_at + timeout;
+        // Wake at the deadline at the latest, so the loss is reported on time.
+        let wake = (Instant::now() + pause).min(deadline);
         tokio::select! {
             biased;
             _ = &mut stop => break,
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
-        let deadline = acked_at + timeout;
         let now = Instant::now();
         if now >= deadline {
             tracing::warn!(
                 session = info.id,
                 "no keepalive acknowledged within the timeout"
             );
-            let _ = state.send(SessionState::Expired);
+            report.lost(deadline, LossReason::NotAcknowledged);
             return;
         }
         let sent_at = now;
@@ -169,10 +246,11 @@ async fn keepalive_loop(
             }
             Ok(Err(Error::SessionExpired(detail))) => {
                 tracing::warn!(session = info.id, %detail, "session expired");
-                let _ = state.send(SessionState::Expired);
+                report.lost(Instant::now(), LossReason::Expired);
                 return;
             }
             Ok(Err(err)) => {
+                // 503 from every member tried, or no member reachable.
                 tracing::debug!(session = info.id, %err, "keepalive failed; retrying");
                 pause = retry_pause;
             }
@@ -182,7 +260,7 @@ async fn keepalive_loop(
             }
         }
     }
-    let _ = state.send_if_modified(|s| {
+    let _ = report.state.send_if_modified(|s| {
         if *s == SessionState::Alive {
             *s = SessionState::Closed;
             true

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{dead_endpoint, start_member, Cluster, Member};
 use keeper_client::{
-    Client, ClientConfig, Consistency, CreateMode, CreateOptions, Error, ErrorCode, Op, OpResult,
-    Role, SessionState, ANY_VERSION,
+    Client, ClientConfig, Consistency, CreateMode, CreateOptions, Error, ErrorCode, LossReason, Op,
+    OpResult, Role, SessionState, ANY_VERSION,
 };
 
 /// Every test is bounded: a hang fails instead of blocking the suite.
@@ -495,6 +495,13 @@ async fn session_expiry_is_reported_when_the_server_says_so() {
             .expect("expiry reported within the timeout");
         assert_eq!(state, SessionState::Expired);
         assert!(session.is_expired());
+        let loss = session.loss().expect("the loss is kept");
+        assert_eq!(loss.reason, LossReason::Expired);
+        assert_eq!(
+            session.lost().await,
+            loss,
+            "lost() after the fact resolves at once"
+        );
         let err = session.close().await.expect_err("already gone");
         assert_eq!(err.code(), Some(ErrorCode::SessionExpired));
     })
@@ -522,6 +529,82 @@ async fn session_expiry_is_reported_when_no_member_answers_for_a_timeout() {
             "{:?}",
             started.elapsed()
         );
+    })
+    .await;
+}
+
+/// The server answers 503 when it cannot confirm a keepalive (no leader,
+/// cut off from the quorum): the session lives on through another member.
+#[tokio::test]
+async fn keepalives_move_to_another_member_when_one_answers_503() {
+    bounded(async {
+        let cluster = Cluster::new();
+        let a = start_member(&cluster).await;
+        let b = start_member(&cluster).await;
+        let c = client(&[&a, &b]);
+        let session = c
+            .session(Duration::from_millis(300))
+            .await
+            .expect("session");
+        a.knobs.unavailable.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(session.state(), SessionState::Alive);
+        assert_eq!(session.loss(), None);
+        let on_b = b
+            .knobs
+            .seen()
+            .iter()
+            .filter(|s| s.path.ends_with("/keepalive"))
+            .count();
+        assert!(on_b >= 4, "keepalives acknowledged by b: {on_b}");
+        session.close().await.expect("close");
+    })
+    .await;
+}
+
+/// The loss is reported at the send time of the last acknowledged
+/// keepalive plus the timeout (the earliest moment the servers may expire
+/// the session), not later, and the event stays readable.
+#[tokio::test]
+async fn the_loss_is_reported_at_the_last_acknowledged_send_plus_the_timeout() {
+    bounded(async {
+        let cluster = Cluster::new();
+        let m = start_member(&cluster).await;
+        let c = client(&[&m]);
+        let timeout = Duration::from_millis(600);
+        let interval = timeout / 3;
+        let session = c.session(timeout).await.expect("session");
+        let mut state = session.subscribe();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(cluster.keepalives(session.id()) >= 2);
+        // The member starts answering 503 to everything.
+        let cut = tokio::time::Instant::now();
+        m.knobs.unavailable.store(true, Ordering::SeqCst);
+        let loss = tokio::time::timeout(Duration::from_secs(3), session.lost())
+            .await
+            .expect("loss reported");
+        let seen = tokio::time::Instant::now();
+        assert_eq!(loss.reason, LossReason::NotAcknowledged);
+        // The last acknowledged keepalive was sent before the cut, at most
+        // one interval (plus slack for a slow machine) before it.
+        assert!(
+            loss.at <= cut + timeout,
+            "{:?} after the cut",
+            loss.at - cut
+        );
+        assert!(
+            loss.at + interval + Duration::from_millis(150) >= cut + timeout,
+            "loss counted from a keepalive sent {:?} before the cut",
+            (cut + timeout).saturating_duration_since(loss.at)
+        );
+        assert!(
+            seen.saturating_duration_since(loss.at) < Duration::from_millis(100),
+            "reported {:?} late",
+            seen.saturating_duration_since(loss.at)
+        );
+        assert_eq!(*state.borrow_and_update(), SessionState::Expired);
+        assert_eq!(session.loss(), Some(loss));
+        assert_eq!(session.lost().await, loss);
     })
     .await;
 }

@@ -46,6 +46,13 @@ impl PeerSpec {
     }
 }
 
+/// Most bytes one session's verdict takes in a keepalive answer to a
+/// follower (id, verdict and its short reason).
+pub const KEEPALIVE_VERDICT_MAX_BYTES: usize = 256;
+
+/// The leader's heartbeat period in ticks (the ZAB core's default).
+pub const HEARTBEAT_INTERVAL_TICKS: u64 = 2;
+
 /// Everything the server needs to run. `Default` gives a working standalone
 /// server on 127.0.0.1:7181 storing into `./data`.
 ///
@@ -155,6 +162,21 @@ pub struct Config {
     pub log_segment_bytes: u64,
     /// Cluster only: size of one snapshot chunk on the peer link, in bytes.
     pub snapshot_chunk_bytes: usize,
+    /// Cluster only: a keepalive not confirmed by the leader's quorum round
+    /// within this long after it arrived is answered 503, in ms. At most
+    /// `min_session_timeout_ms`.
+    pub keepalive_confirm_wait_ms: u64,
+    /// Cluster only: a follower that has heard nothing from its leader for
+    /// this long answers keepalives 503 at once, in ms. At least two leader
+    /// heartbeat periods (`2 * 2 * tick_ms`).
+    pub keepalive_leader_silence_ms: u64,
+    /// Cluster only: most distinct sessions in one keepalive batch a
+    /// follower relays to its leader (its answer must fit in one frame:
+    /// `max_keepalive_batch * KEEPALIVE_VERDICT_MAX_BYTES <= max_frame_bytes`).
+    pub max_keepalive_batch: usize,
+    /// Cluster only: most keepalives waiting for confirmation on one member
+    /// (further ones are answered 503 at once).
+    pub max_pending_keepalives: usize,
 }
 
 impl Default for Config {
@@ -201,6 +223,10 @@ impl Default for Config {
             log_retain_entries: 100_000,
             log_segment_bytes: store.log_segment_bytes,
             snapshot_chunk_bytes: 1 << 20,
+            keepalive_confirm_wait_ms: 1_000,
+            keepalive_leader_silence_ms: 500,
+            max_keepalive_batch: 4_096,
+            max_pending_keepalives: 10_000,
         }
     }
 }
@@ -302,6 +328,13 @@ impl Config {
             ("reap_interval_ms", self.reap_interval_ms),
             ("max_reap_batch", self.max_reap_batch as u64),
             ("event_channel_capacity", self.event_channel_capacity as u64),
+            ("keepalive_confirm_wait_ms", self.keepalive_confirm_wait_ms),
+            (
+                "keepalive_leader_silence_ms",
+                self.keepalive_leader_silence_ms,
+            ),
+            ("max_keepalive_batch", self.max_keepalive_batch as u64),
+            ("max_pending_keepalives", self.max_pending_keepalives as u64),
             ("max_watch_streams", self.max_watch_streams as u64),
             ("max_watches_per_stream", self.max_watches_per_stream as u64),
             ("watch_stream_buffer", self.watch_stream_buffer as u64),
@@ -340,6 +373,9 @@ impl Config {
                 "max_watch_wait_ms ({}) must be below request_timeout_ms ({})",
                 self.max_watch_wait_ms, self.request_timeout_ms
             )));
+        }
+        if !self.is_standalone() {
+            self.validate_keepalive_bounds()?;
         }
         if self.max_data_bytes > u32::MAX as usize {
             return Err(ConfigError("max_data_bytes must fit in u32".into()));
@@ -394,6 +430,34 @@ impl Config {
             return Err(ConfigError(format!(
                 "max_diff_bytes ({}) is below max_batch_bytes ({})",
                 self.max_diff_bytes, self.max_batch_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cluster only: the keepalive bounds against the session, tick and frame bounds.
+    fn validate_keepalive_bounds(&self) -> Result<(), ConfigError> {
+        let ack_bytes = self
+            .max_keepalive_batch
+            .saturating_mul(KEEPALIVE_VERDICT_MAX_BYTES);
+        if ack_bytes > self.max_frame_bytes {
+            return Err(ConfigError(format!(
+                "max_keepalive_batch ({}) verdicts of up to {KEEPALIVE_VERDICT_MAX_BYTES} bytes do not fit in max_frame_bytes ({})",
+                self.max_keepalive_batch, self.max_frame_bytes
+            )));
+        }
+        if self.keepalive_confirm_wait_ms > self.min_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "keepalive_confirm_wait_ms ({}) is above min_session_timeout_ms ({}): a keepalive could be confirmed after the session's whole timeout",
+                self.keepalive_confirm_wait_ms, self.min_session_timeout_ms
+            )));
+        }
+        let heartbeat_ms = self.tick_ms.saturating_mul(HEARTBEAT_INTERVAL_TICKS);
+        if self.keepalive_leader_silence_ms < heartbeat_ms.saturating_mul(2) {
+            return Err(ConfigError(format!(
+                "keepalive_leader_silence_ms ({}) is below two leader heartbeat periods ({} ms): one late heartbeat would refuse keepalives",
+                self.keepalive_leader_silence_ms,
+                heartbeat_ms.saturating_mul(2)
             )));
         }
         Ok(())
@@ -457,6 +521,8 @@ mod tests {
             Box::new(|c| c.session_tick_ms = 0),
             Box::new(|c| c.min_session_timeout_ms = c.max_session_timeout_ms + 1),
             Box::new(|c| c.max_data_bytes = c.max_request_bytes + 1),
+            Box::new(|c| c.keepalive_confirm_wait_ms = 0),
+            Box::new(|c| c.max_pending_keepalives = 0),
             Box::new(|c| c.max_batch_bytes = 0),
             Box::new(|c| c.max_batch_bytes = c.max_request_bytes),
             Box::new(|c| c.max_frame_bytes = c.max_batch_bytes),
@@ -504,6 +570,36 @@ mod tests {
             ..c
         };
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn cluster_keepalive_bounds_are_checked_against_sessions_and_ticks() {
+        let cluster = Config {
+            peers: PeerSpec::parse_list("1=a:1,2=b:2,3=c:3").unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(cluster.validate(), Ok(()));
+        let confirm_too_long = Config {
+            keepalive_confirm_wait_ms: cluster.min_session_timeout_ms + 1,
+            ..cluster.clone()
+        };
+        assert!(confirm_too_long.validate().is_err());
+        let silence_below_two_heartbeats = Config {
+            keepalive_leader_silence_ms: 3 * cluster.tick_ms,
+            ..cluster.clone()
+        };
+        assert!(silence_below_two_heartbeats.validate().is_err());
+        let batch_over_a_frame = Config {
+            max_keepalive_batch: cluster.max_frame_bytes / KEEPALIVE_VERDICT_MAX_BYTES + 1,
+            ..cluster.clone()
+        };
+        assert!(batch_over_a_frame.validate().is_err());
+        // A standalone member has no keepalive path to bound.
+        let standalone = Config {
+            min_session_timeout_ms: 100,
+            ..Config::default()
+        };
+        assert_eq!(standalone.validate(), Ok(()));
     }
 
     #[test]

@@ -158,6 +158,18 @@ struct ServerArgs {
     /// Size of one snapshot chunk on the peer link, in bytes.
     #[arg(long, env = "KEEPER_SNAPSHOT_CHUNK_BYTES", value_name = "BYTES")]
     snapshot_chunk_bytes: Option<usize>,
+    /// A keepalive not confirmed by the leader within this long is answered 503, in ms.
+    #[arg(long, env = "KEEPER_KEEPALIVE_CONFIRM_WAIT_MS", value_name = "MS")]
+    keepalive_confirm_wait_ms: Option<u64>,
+    /// A follower whose leader is silent for this long answers keepalives 503 at once, in ms.
+    #[arg(long, env = "KEEPER_KEEPALIVE_LEADER_SILENCE_MS", value_name = "MS")]
+    keepalive_leader_silence_ms: Option<u64>,
+    /// Most sessions in one keepalive batch relayed to the leader.
+    #[arg(long, env = "KEEPER_MAX_KEEPALIVE_BATCH", value_name = "N")]
+    max_keepalive_batch: Option<usize>,
+    /// Most keepalives waiting for confirmation on one member.
+    #[arg(long, env = "KEEPER_MAX_PENDING_KEEPALIVES", value_name = "N")]
+    max_pending_keepalives: Option<usize>,
 }
 
 /// The default of every option, shown in `--help` (from `Config::default()`).
@@ -229,6 +241,19 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("log_retain_entries", d.log_retain_entries.to_string()),
         ("log_segment_bytes", d.log_segment_bytes.to_string()),
         ("snapshot_chunk_bytes", d.snapshot_chunk_bytes.to_string()),
+        (
+            "keepalive_confirm_wait_ms",
+            d.keepalive_confirm_wait_ms.to_string(),
+        ),
+        (
+            "keepalive_leader_silence_ms",
+            d.keepalive_leader_silence_ms.to_string(),
+        ),
+        ("max_keepalive_batch", d.max_keepalive_batch.to_string()),
+        (
+            "max_pending_keepalives",
+            d.max_pending_keepalives.to_string(),
+        ),
     ]
 }
 
@@ -303,6 +328,10 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         log_retain_entries,
         log_segment_bytes,
         snapshot_chunk_bytes,
+        keepalive_confirm_wait_ms,
+        keepalive_leader_silence_ms,
+        max_keepalive_batch,
+        max_pending_keepalives,
     );
     if let Some(list) = &args.peers {
         config.peers = PeerSpec::parse_list(list).map_err(|e| e.to_string())?;

@@ -22,7 +22,9 @@ use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
 use crate::watches::Hub;
-use crate::zab_driver::{DriverParts, MemberAddr, PeerMsg, ZabOptions, ZabProposer};
+use crate::zab_driver::{
+    DriverParts, KeepaliveBounds, MemberAddr, PeerMsg, ZabOptions, ZabProposer,
+};
 use keeper_store::{Store, StoreError};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -329,6 +331,7 @@ async fn start_cluster(
     let (peers, events) = PeerNetwork::<PeerMsg>::start(peer_config, listener)
         .map_err(|e| ServerError::Internal(format!("peer transport: {e}")))?;
     let zab = keeper_zab::Config {
+        heartbeat_interval_ticks: crate::config::HEARTBEAT_INTERVAL_TICKS,
         election_timeout_ticks: config.election_timeout_ticks,
         step_down_ticks: config.step_down_ticks,
         max_batch_entries: config.max_batch_entries,
@@ -364,7 +367,12 @@ async fn start_cluster(
         max_batch_entries: config.max_batch_entries,
         max_batch_bytes: config.max_batch_bytes,
         max_pending_forwards: config.max_pending_forwards,
-        max_keepalive_batch: 4096,
+        keepalive: KeepaliveBounds {
+            confirm_wait: Duration::from_millis(config.keepalive_confirm_wait_ms),
+            leader_silence: Duration::from_millis(config.keepalive_leader_silence_ms),
+            max_batch: config.max_keepalive_batch,
+            max_waiting: config.max_pending_keepalives,
+        },
         snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         log_retain_entries: config.log_retain_entries,
         read_barrier_wait_ms: config.min_zxid_wait_ms,

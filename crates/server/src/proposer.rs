@@ -8,7 +8,7 @@
 //! answers the proposer's caller.
 //!
 //! Implementations: [`StandaloneProposer`](crate::standalone::StandaloneProposer)
-//! (one member: a group-committing log writer) and, later, the ZAB driver.
+//! (one member: a group-committing log writer) and [`ZabProposer`](crate::zab_driver::ZabProposer) (a cluster member).
 //!
 //! # Contract (to ensure correctness)
 //! - `propose` returns `Ok(applied)` only after the entry is durable on a
@@ -108,11 +108,21 @@ pub trait Proposer: Send + Sync + 'static {
         matches!(self.status().role, Role::Standalone | Role::Leader)
     }
 
-    /// Relays a keepalive for session `id` to the member that owns session
-    /// deadlines (batched, not logged). A standalone member tracks its own
-    /// sessions, so the default does nothing.
-    fn relay_keepalive(&self, id: keeper_store::SessionId) {
+    /// Confirms a keepalive for session `id` with the member that owns
+    /// session deadlines: the leader touches the session, confirms its
+    /// leadership with a quorum round that starts after the touch, and
+    /// settles the verdict (see "The session contract" in
+    /// `docs/ARCHITECTURE.md`). Resolves within the configured
+    /// `keepalive_confirm_wait_ms`, `Unavailable` when not confirmed.
+    ///
+    /// `None`: this write path owns the deadlines itself (standalone), and
+    /// the caller settles the keepalive against its own leases. The default.
+    fn keepalive(
+        &self,
+        id: keeper_store::SessionId,
+    ) -> Option<BoxFuture<'_, crate::sessions::KeepaliveVerdict>> {
         let _ = id;
+        None
     }
 
     /// Appends this write path's own metrics (Prometheus text) to `out`.

@@ -33,12 +33,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(SessionBody { id, timeout_ms })).into_response())
 }
 
-/// `POST /v1/sessions/{id}/keepalive` -> `200 {id, timeout_ms}`; unknown or expired: 410.
+/// `POST /v1/sessions/{id}/keepalive` -> `200 {id, timeout_ms}` once the
+/// leader confirmed it with a quorum; ended (in the replicated state): 410;
+/// not confirmed (no leader, cut off, lagging): 503, retry another member.
 pub async fn keepalive(
     State(state): State<AppState>,
     IdParam(id): IdParam,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let timeout_ms = state.sessions.keepalive(id)?;
+    let timeout_ms = state.sessions.keepalive(id).await?;
     Ok(Json(SessionBody { id, timeout_ms }))
 }
 

@@ -26,26 +26,30 @@
 //! (its fate is unknown: it may or may not commit under the next leader).
 
 mod batching;
+mod keepalive;
 mod log_sync;
 mod log_tail;
 mod log_view;
 mod snapshot;
 mod wire;
 
+pub use keepalive::KeepaliveBounds;
 pub use log_view::StoreLog;
 pub use wire::PeerMsg;
 
 use crate::applier::{AppliedView, ApplierInput, Committed, Reply};
 use crate::peer::{PeerEvent, PeerHandle};
 use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role};
+use crate::sessions::{KeepaliveVerdict, Touch};
 use batching::{txn_wire_bytes, BatchQueue};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use keeper_store::{Applied, Entry, SessionId, Store, Txn};
+use keepalive::{Keepalives, Standing};
+use keeper_store::{Applied, Entry, SessionId, SessionInfo, Store, Txn};
 use keeper_zab::{Action, Bootstrap, Core, Member, MemberKind, NodeId, Zxid};
 use log_sync::{LogSync, Persisted};
 use log_tail::LogTail;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -81,8 +85,8 @@ pub struct ZabOptions {
     pub max_batch_bytes: usize,
     /// Most forwarded writes a follower waits on at once.
     pub max_pending_forwards: usize,
-    /// Most distinct sessions in one keepalive batch to the leader.
-    pub max_keepalive_batch: usize,
+    /// Bounds of the keepalive path (see `keepalive.rs`).
+    pub keepalive: KeepaliveBounds,
     /// Size of one snapshot chunk on the peer link.
     pub snapshot_chunk_bytes: usize,
     /// Log entries kept behind the applied state for DIFF catch-up (and
@@ -94,14 +98,29 @@ pub struct ZabOptions {
     pub seed: u64,
 }
 
-/// What the driver tells the session layer (implemented by `Sessions`).
+/// The session layer's leases, as the driver uses them (implemented by
+/// `SessionTracker`). Called on the driver task; every call is short.
 pub trait SessionHooks: Send + Sync + 'static {
-    /// The leader received keepalives for these sessions (from any member).
-    fn touched(&self, ids: &[SessionId]);
-    /// This member just became the established leader: session deadlines
-    /// must restart with a full timeout.
+    /// Leader: keepalives arrived for these sessions (from any member):
+    /// touch each now, before the quorum round that confirms them starts.
+    fn touch(&self, ids: &[SessionId]) -> Vec<Touch>;
+    /// Leader, after that round: the verdict for `id`, whose touch found
+    /// `touch`, given `stored`, the session in this member's state applied
+    /// up to `applied` (at least the commit point the round confirmed).
+    fn settle(
+        &self,
+        id: SessionId,
+        touch: Touch,
+        stored: Option<SessionInfo>,
+        applied: Zxid,
+    ) -> KeepaliveVerdict;
+    /// This member just became the established leader: every session gets
+    /// a full timeout from now. Called before the new role is published.
     fn leadership_gained(&self);
 }
+
+/// How a local keepalive is answered.
+type KeepaliveReply = oneshot::Sender<KeepaliveVerdict>;
 
 enum Cmd {
     Propose {
@@ -111,7 +130,10 @@ enum Cmd {
     Read {
         reply: oneshot::Sender<Result<Zxid, ProposeError>>,
     },
-    Keepalive(SessionId),
+    Keepalive {
+        id: SessionId,
+        reply: KeepaliveReply,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -155,6 +177,7 @@ pub struct ZabProposer {
     shared: Arc<Shared>,
     view: AppliedView,
     read_wait: Duration,
+    keepalive_wait: Duration,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -237,7 +260,7 @@ impl ZabProposer {
             next_req: 1,
             reads: HashMap::new(),
             next_read: 1,
-            keepalives: HashSet::new(),
+            keepalives: Keepalives::new(options.keepalive.clone(), Instant::now()),
             last_time_ms: 0,
             known: (keeper_zab::Role::Looking, None, 0, false),
             incoming: None,
@@ -247,6 +270,10 @@ impl ZabProposer {
             opts: options,
         };
         let read_wait = Duration::from_millis(driver.opts.read_barrier_wait_ms);
+        // A backstop: the driver answers every keepalive within the confirm
+        // wait (checked each tick); this covers a driver that is stuck.
+        let keepalive_wait =
+            driver.opts.keepalive.confirm_wait + Duration::from_millis(2 * driver.opts.tick_ms);
         let task = tokio::spawn(async move {
             driver
                 .run(cmd_rx, events, persisted_rx, internal_rx, shutdown)
@@ -257,13 +284,9 @@ impl ZabProposer {
             shared,
             view,
             read_wait,
+            keepalive_wait,
             task: std::sync::Mutex::new(Some(task)),
         })
-    }
-
-    /// Relays a keepalive for `id` to the leader (batched; not logged).
-    pub fn keepalive(&self, id: SessionId) {
-        let _ = self.cmds.try_send(Cmd::Keepalive(id));
     }
 
     /// Driver counters.
@@ -329,8 +352,24 @@ impl Proposer for ZabProposer {
         s
     }
 
-    fn relay_keepalive(&self, id: SessionId) {
-        self.keepalive(id);
+    fn keepalive(&self, id: SessionId) -> Option<BoxFuture<'_, KeepaliveVerdict>> {
+        Some(Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            if let Err(e) = self.cmds.try_send(Cmd::Keepalive { id, reply }) {
+                // Never dropped silently: the client hears 503 at once.
+                return KeepaliveVerdict::Unavailable(match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        "this member's command queue is full".into()
+                    }
+                    mpsc::error::TrySendError::Closed(_) => "replication stopped".into(),
+                });
+            }
+            match tokio::time::timeout(self.keepalive_wait, rx).await {
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(_)) => KeepaliveVerdict::Unavailable("replication stopped".into()),
+                Err(_) => KeepaliveVerdict::Unavailable("the replication driver is stalled".into()),
+            }
+        }))
     }
 
     fn render_metrics(&self, out: &mut String) {
@@ -455,6 +494,30 @@ impl<E: std::fmt::Display> From<E> for Fatal {
     }
 }
 
+/// The leader's leases for the keepalive path: the session layer's hooks
+/// plus this member's applied store.
+struct LeaderBook<'a> {
+    hooks: &'a dyn SessionHooks,
+    store: &'a Store,
+}
+
+impl keepalive::LeaseBook for LeaderBook<'_> {
+    fn touch(&mut self, ids: &[SessionId]) -> Vec<Touch> {
+        self.hooks.touch(ids)
+    }
+
+    fn settle(&mut self, id: SessionId, touch: Touch, applied: Zxid) -> KeepaliveVerdict {
+        // `applied` was read before this lookup, so the store is at least there.
+        match self.store.session(id) {
+            Ok(stored) => self.hooks.settle(id, touch, stored, applied),
+            Err(e) => {
+                tracing::warn!(session = id, error = %e, "reading a session for a keepalive failed");
+                KeepaliveVerdict::Unavailable("this leader cannot read its sessions".into())
+            }
+        }
+    }
+}
+
 /// Every this many appended entries, the driver remembers a zxid for compaction.
 const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
 /// Entries read from the log per step when applying a commit.
@@ -509,7 +572,8 @@ struct Driver {
     next_req: RequestId,
     reads: HashMap<u64, oneshot::Sender<Result<Zxid, ProposeError>>>,
     next_read: u64,
-    keepalives: HashSet<SessionId>,
+    /// Keepalives waiting for the leader's confirmation (see `keepalive.rs`).
+    keepalives: Keepalives<KeepaliveReply>,
     last_time_ms: u64,
     /// (role, leader, epoch, serving) as last reported by the core.
     known: (keeper_zab::Role, Option<NodeId>, u32, bool),
@@ -587,7 +651,7 @@ impl Driver {
     async fn on_tick(&mut self) -> Result<(), Fatal> {
         let actions = self.core.tick(&StoreLog(&self.store))?;
         self.execute(actions).await?;
-        self.flush_keepalives();
+        self.keepalive_tick().await?;
         self.publish_status();
         self.maybe_compact()?;
         Ok(())
@@ -628,6 +692,9 @@ impl Driver {
     }
 
     async fn on_peer_msg(&mut self, from: NodeId, msg: PeerMsg) -> Result<(), Fatal> {
+        if self.known.1 == Some(from) {
+            self.keepalives.heard_from_leader(Instant::now());
+        }
         match msg {
             PeerMsg::Zab(m) => {
                 let actions = self.core.step(&StoreLog(&self.store), from, m)?;
@@ -655,10 +722,14 @@ impl Driver {
                 }
                 Ok(())
             }
-            PeerMsg::Keepalives { ids } => {
-                if self.is_serving_leader() {
-                    self.hooks.touched(&ids);
-                }
+            PeerMsg::Keepalives { batch, ids } => {
+                self.keepalives.relayed(from, batch, ids, Instant::now());
+                self.run_keepalive_effects();
+                Ok(())
+            }
+            PeerMsg::KeepalivesAck { batch, results } => {
+                self.keepalives.acked(from, batch, results, Instant::now());
+                self.run_keepalive_effects();
                 Ok(())
             }
             PeerMsg::SnapBegin { zxid } => {
@@ -710,15 +781,9 @@ impl Driver {
                     let actions = self.core.read_index(ctx);
                     self.execute(actions).await?;
                 }
-                Cmd::Keepalive(id) => {
-                    if self.is_serving_leader() {
-                        self.hooks.touched(&[id]);
-                    } else {
-                        self.keepalives.insert(id);
-                        if self.keepalives.len() >= self.opts.max_keepalive_batch {
-                            self.flush_keepalives();
-                        }
-                    }
+                Cmd::Keepalive { id, reply } => {
+                    self.keepalives.request(id, reply, Instant::now());
+                    self.run_keepalive_effects();
                 }
             }
         }
@@ -973,6 +1038,13 @@ impl Driver {
                     epoch,
                     serving,
                 } => self.role_changed(role, leader, epoch, serving),
+                Action::ReadReady { ctx, zxid } if Keepalives::<KeepaliveReply>::owns(ctx) => {
+                    self.keepalive_round_confirmed(ctx, zxid);
+                }
+                Action::ReadFailed { ctx } if Keepalives::<KeepaliveReply>::owns(ctx) => {
+                    self.keepalives.round_failed(ctx);
+                    self.run_keepalive_effects();
+                }
                 Action::ReadReady { ctx, zxid } => {
                     if let Some(reply) = self.reads.remove(&ctx) {
                         let _ = reply.send(Ok(zxid));
@@ -1052,8 +1124,14 @@ impl Driver {
             }
             self.fail_all_waiting("leadership changed; the write's outcome is unknown");
             self.propose_started.clear();
-            self.keepalives.clear();
         }
+        let standing = match (role, leader, serving) {
+            (keeper_zab::Role::Leading, _, true) => Standing::Leading,
+            (keeper_zab::Role::Following, Some(l), true) => Standing::Following(l),
+            _ => Standing::NotServing,
+        };
+        self.keepalives.set_standing(standing, Instant::now());
+        self.run_keepalive_effects();
         let became_leader = role == keeper_zab::Role::Leading
             && serving
             && !(old.0 == keeper_zab::Role::Leading && old.3);
@@ -1065,10 +1143,12 @@ impl Driver {
             serving,
             "role changed"
         );
-        self.publish_status();
         if became_leader {
+            // Before the role is published: the expiry task acts only once
+            // it sees this member lead, and must see the fresh deadlines.
             self.hooks.leadership_gained();
         }
+        self.publish_status();
     }
 
     fn fail_all_waiting(&mut self, why: &str) {
@@ -1121,13 +1201,63 @@ impl Driver {
         }
     }
 
-    fn flush_keepalives(&mut self) {
-        if self.keepalives.is_empty() {
-            return;
+    // ---- keepalives (the decisions are in keepalive.rs) ---------------------
+
+    /// Once per tick: relay, expire and settle keepalives; on the leader,
+    /// touch what is queued and then start one quorum round for all of it.
+    async fn keepalive_tick(&mut self) -> Result<(), Fatal> {
+        let now = Instant::now();
+        let applied = self.view.applied_zxid();
+        let mut book = LeaderBook {
+            hooks: &*self.hooks,
+            store: &self.store,
+        };
+        self.keepalives.tick(now, applied, &mut book);
+        let round = self.keepalives.start_round(now, &mut book);
+        if let Some(ctx) = round {
+            // The round starts after the touch (the session contract).
+            let actions = self.core.read_index(ctx);
+            self.execute(actions).await?;
         }
-        let ids: Vec<SessionId> = self.keepalives.drain().collect();
-        if let (keeper_zab::Role::Following, Some(leader), _, _) = self.known {
-            let _ = self.peers.send(leader, PeerMsg::Keepalives { ids });
+        self.run_keepalive_effects();
+        Ok(())
+    }
+
+    fn keepalive_round_confirmed(&mut self, ctx: u64, commit: Zxid) {
+        let applied = self.view.applied_zxid();
+        let mut book = LeaderBook {
+            hooks: &*self.hooks,
+            store: &self.store,
+        };
+        self.keepalives
+            .round_confirmed(ctx, commit, applied, &mut book);
+        self.run_keepalive_effects();
+    }
+
+    fn run_keepalive_effects(&mut self) {
+        loop {
+            let effects = self.keepalives.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                match effect {
+                    keepalive::Effect::Answer { reply, verdict } => {
+                        let _ = reply.send(verdict);
+                    }
+                    keepalive::Effect::Relay { to, batch, ids } => {
+                        if let Err(e) = self.peers.send(to, PeerMsg::Keepalives { batch, ids }) {
+                            self.keepalives.relay_failed(batch, &e.to_string());
+                        }
+                    }
+                    keepalive::Effect::Ack { to, batch, results } => {
+                        // Lost: the follower answers 503 after its confirm wait.
+                        let _ = self
+                            .peers
+                            .send(to, PeerMsg::KeepalivesAck { batch, results });
+                    }
+                }
+            }
         }
     }
 

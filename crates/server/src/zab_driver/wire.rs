@@ -2,6 +2,7 @@
 //! messages, plus the server's own traffic (forwarded writes, keepalive
 //! batches, snapshot streams). One enum, framed by `crate::peer`.
 
+use crate::sessions::KeepaliveVerdict;
 use bytes::Bytes;
 use keeper_store::{SessionId, Txn};
 use keeper_zab::{Message, Zxid};
@@ -22,8 +23,16 @@ pub enum PeerMsg {
     Forwarded {
         results: Vec<(RequestId, Result<Zxid, String>)>,
     },
-    /// Follower to leader: sessions that received a keepalive since the last batch.
-    Keepalives { ids: Vec<SessionId> },
+    /// Follower to leader: sessions that received a keepalive since the
+    /// last batch. The leader answers with `KeepalivesAck` for `batch`.
+    Keepalives { batch: u64, ids: Vec<SessionId> },
+    /// Leader to follower: the verdict for each session of `batch`, sent
+    /// once the leader touched them and then confirmed its leadership with a
+    /// quorum round (see "The session contract" in docs/ARCHITECTURE.md).
+    KeepalivesAck {
+        batch: u64,
+        results: Vec<(SessionId, KeepaliveVerdict)>,
+    },
     /// Leader to follower: a snapshot stream starts (a store checkpoint at `zxid`).
     SnapBegin { zxid: Zxid },
     /// One chunk of one checkpoint file, in order.
