@@ -201,6 +201,23 @@ pub enum Command {
     Sync,
     /// Probe /healthz and /readyz; exit 1 unless a member is ready.
     Health,
+    /// Backups: `snapshot save FILE` streams a consistent snapshot from a live member.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+}
+
+/// `keeperctl snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Save a consistent backup (stamped with its zxid, tree digest and a CRC-32) from
+    /// the first member that answers into FILE. The file appears only once it is
+    /// complete and its checksum verified. Restore with `keeper restore --from FILE`.
+    Save {
+        /// Where to write the backup (must not exist).
+        file: PathBuf,
+    },
 }
 
 /// `keeperctl session ...`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use keeper_client::{ApiError, Client, ClientConfig, Consistency, Error, SessionState, TxnRequest};
 use serde_json::json;
 
-use crate::args::{Cli, Command, SessionAction};
+use crate::args::{Cli, Command, SessionAction, SnapshotAction};
 use crate::output;
 
 /// Why a command failed; decides the exit status.
@@ -21,6 +21,8 @@ pub enum Failure {
     Keeper(Error),
     /// Writing the output failed (exit 1).
     Io(std::io::Error),
+    /// Anything else that failed, with the reason (exit 1).
+    Other(String),
 }
 
 impl From<Error> for Failure {
@@ -166,6 +168,32 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 ))?;
             } else {
                 writeln!(out, "healthz: {}\nreadyz: {}", health.status, ready.status)?;
+            }
+        }
+        Command::Snapshot {
+            action: SnapshotAction::Save { file },
+        } => {
+            let saved = crate::snapshot::save(client.endpoints(), cli.timeout_ms, file)
+                .await
+                .map_err(Failure::Other)?;
+            if json {
+                out.write_all(&output::json_line(&json!({
+                    "file": file.display().to_string(),
+                    "endpoint": saved.endpoint,
+                    "zxid": saved.zxid,
+                    "digest": saved.digest,
+                    "bytes": saved.bytes,
+                })))?;
+            } else {
+                writeln!(
+                    out,
+                    "saved {} from {}: zxid {:#x}, digest {}, {} bytes",
+                    file.display(),
+                    saved.endpoint,
+                    saved.zxid,
+                    saved.digest,
+                    saved.bytes
+                )?;
             }
         }
     }

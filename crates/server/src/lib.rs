@@ -7,9 +7,11 @@
 //! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
 //! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
-//! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
+//! (the API's one error type), [`metrics`], [`backup`] (backup files and restore),
+//! and [`node`] (start, serve, shut down).
 
 pub mod applier;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod http;

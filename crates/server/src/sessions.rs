@@ -18,7 +18,6 @@ use crate::zab_driver::SessionHooks;
 use keeper_store::Store;
 use keeper_store::{SessionId, SessionInfo, Txn, TxnOutcome};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -321,9 +320,7 @@ impl Sessions {
             match self.propose_close(id).await {
                 Ok(_) => {
                     tracing::info!(session = id, "session expired");
-                    self.metrics
-                        .sessions_expired
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.sessions_expired.inc();
                     closed += 1;
                 }
                 Err(e) => {
