@@ -118,6 +118,15 @@ struct ServerArgs {
     /// Most entries per group commit (one fsync).
     #[arg(long, env = "KEEPER_MAX_BATCH_ENTRIES", value_name = "N")]
     max_batch_entries: Option<usize>,
+    /// Most bytes in one proposal batch, forwarded-writes message or DIFF message.
+    #[arg(long, env = "KEEPER_MAX_BATCH_BYTES", value_name = "BYTES")]
+    max_batch_bytes: Option<usize>,
+    /// Largest message on a peer link, in bytes.
+    #[arg(long, env = "KEEPER_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// A follower missing more log bytes than this catches up by snapshot.
+    #[arg(long, env = "KEEPER_MAX_DIFF_BYTES", value_name = "BYTES")]
+    max_diff_bytes: Option<usize>,
     /// HTTP requests served concurrently; more wait.
     #[arg(long, env = "KEEPER_MAX_CONCURRENT_REQUESTS", value_name = "N")]
     max_concurrent_requests: Option<usize>,
@@ -181,9 +190,6 @@ struct ServerArgs {
     /// Most session keepalives a follower relays to the leader in one message.
     #[arg(long, env = "KEEPER_MAX_KEEPALIVE_BATCH", value_name = "N")]
     max_keepalive_batch: Option<usize>,
-    /// Largest frame on a peer link, in bytes.
-    #[arg(long, env = "KEEPER_PEER_MAX_FRAME_BYTES", value_name = "BYTES")]
-    peer_max_frame_bytes: Option<usize>,
     /// Outbound messages queued per peer (a full queue resets the link).
     #[arg(long, env = "KEEPER_PEER_SEND_QUEUE_FRAMES", value_name = "N")]
     peer_send_queue_frames: Option<usize>,

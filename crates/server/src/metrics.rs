@@ -39,6 +39,8 @@ pub enum MethodLabel {
     DELETE,
     PATCH,
     OPTIONS,
+    CONNECT,
+    TRACE,
     OTHER,
 }
 
@@ -53,6 +55,8 @@ impl MethodLabel {
             "DELETE" => MethodLabel::DELETE,
             "PATCH" => MethodLabel::PATCH,
             "OPTIONS" => MethodLabel::OPTIONS,
+            "CONNECT" => MethodLabel::CONNECT,
+            "TRACE" => MethodLabel::TRACE,
             _ => MethodLabel::OTHER,
         }
     }
@@ -187,7 +191,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one HTTP request by route pattern, method and status.
+    /// Counts one HTTP request by route pattern, method (see [`MethodLabel`])
+    /// and status.
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.request_seconds.observe(elapsed.as_secs_f64());
         let labels = RequestLabels {
@@ -334,7 +339,7 @@ mod tests {
     #[test]
     fn unknown_methods_count_as_other() {
         let m = Metrics::default();
-        for method in ["BREW", "PROPFIND", "get", "TRACE"] {
+        for method in ["BREW", "PROPFIND", "get", "X-EVIL"] {
             m.record_request("/v1/nodes/{*path}", method, 405, Duration::ZERO);
         }
         let text = m.render();
@@ -343,5 +348,29 @@ mod tests {
         ), "{text}");
         assert!(!text.contains("BREW"));
         assert_eq!(MethodLabel::of("DELETE"), MethodLabel::DELETE);
+    }
+
+    /// Issue 9, problem 13: request counts were keyed by the client-supplied
+    /// method, so a client sending ever new method tokens grew them forever.
+    #[test]
+    fn request_metrics_stay_bounded_whatever_methods_clients_send() {
+        let m = Metrics::default();
+        for i in 0..10_000 {
+            m.record_request("unmatched", &format!("X{i}"), 405, Duration::ZERO);
+        }
+        m.record_request("unmatched", "DELETE", 405, Duration::ZERO);
+        let text = m.render();
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keeper_http_requests_total{"))
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                "keeper_http_requests_total{route=\"unmatched\",method=\"DELETE\",status=\"405\"} 1",
+                "keeper_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 10000",
+            ]
+        );
     }
 }

@@ -330,6 +330,9 @@ async fn start_cluster(
         election_timeout_ticks: config.election_timeout_ticks,
         step_down_ticks: config.step_down_ticks,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
+        max_sync_batch_bytes: config.max_batch_bytes,
+        max_diff_bytes: config.max_diff_bytes,
         ..keeper_zab::Config::default()
     };
     let seed = config.id
@@ -357,6 +360,7 @@ async fn start_cluster(
         zab,
         max_inflight_proposals: config.max_inflight_proposals,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
         max_pending_forwards: config.max_pending_forwards,
         max_keepalive_batch: config.max_keepalive_batch,
         snapshot_chunk_bytes: config.snapshot_chunk_bytes,
