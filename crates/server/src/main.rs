@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the effective configuration (after file, env and flags) as TOML, and exit.
-    PrintConfig(ServerArgs),
+    PrintConfig(Box<ServerArgs>),
     /// Make the data directory of a new cluster's member from a backup file
     /// (`keeperctl snapshot save`); run it for every member's directory, then start
     /// the members. The file is checked completely first: a corrupt or truncated one
@@ -336,7 +336,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let (args, print_only) = match cli.command {
-        Some(Command::PrintConfig(args)) => (args, true),
+        Some(Command::PrintConfig(args)) => (*args, true),
         Some(Command::Restore(args)) => return restore(args),
         None => (cli.server, false),
     };

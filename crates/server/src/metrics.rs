@@ -102,7 +102,7 @@ const SECONDS_BUCKETS: [f64; 14] = [
 ];
 
 fn seconds_histogram() -> Histogram {
-    Histogram::new(SECONDS_BUCKETS.into_iter())
+    Histogram::new(SECONDS_BUCKETS)
 }
 
 /// All metrics of one server process, in one registry.
@@ -130,7 +130,7 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let proposals = Counter::default();
         let proposal_failures = Counter::default();
-        let batch_entries = Histogram::new(BATCH_BUCKETS.into_iter());
+        let batch_entries = Histogram::new(BATCH_BUCKETS);
         let append_seconds = seconds_histogram();
         let request_seconds = seconds_histogram();
         let sessions_expired = Counter::default();

@@ -216,7 +216,8 @@ where
                 ConstCounter::new(peer.dropped(reason)).encode(dropped.encode_family(&labels)?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&PeerMetrics) -> i64); 2] = [
+        type GetGauge = fn(&PeerMetrics) -> i64;
+        let gauges: [(&str, &str, GetGauge); 2] = [
             (
                 "keeper_peer_connected",
                 "1 while a link to the peer is up.",

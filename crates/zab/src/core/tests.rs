@@ -1059,6 +1059,7 @@ fn follower_looks_for_a_new_leader_at_once_when_its_leader_leaves() {
     // A member that is not its leader leaving changes nothing.
     assert!(c.leader_left(3).is_empty());
     assert_eq!(c.role(), Role::Following);
+    c.tick(&log).unwrap();
     let a = c.leader_left(1);
     assert_eq!(
         a[0],
@@ -1074,6 +1075,8 @@ fn follower_looks_for_a_new_leader_at_once_when_its_leader_leaves() {
     assert!(sends(&a)
         .iter()
         .any(|(_, m)| matches!(m, Message::Notification { .. })));
+}
+
 fn big_entry(c: u32, bytes: usize) -> Entry {
     Entry {
         zxid: z(1, c),
