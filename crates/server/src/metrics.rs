@@ -123,6 +123,15 @@ pub struct Metrics {
     pub sessions_expired: Counter,
     /// Nodes deleted by the reaper.
     pub nodes_reaped: Counter,
+    /// Watch events written to event streams and answered to one-shot watches
+    /// (change events only; progress and cut-off events are not counted).
+    pub watch_events_sent: Counter,
+    /// Event streams cut off because their consumer fell too far behind.
+    pub watch_slow_consumers: Counter,
+    /// Reads of the change history (stream replays and `after_zxid` checks).
+    pub watch_replay_reads: Counter,
+    /// Watch requests refused because `max_watch_streams` were open.
+    pub watch_streams_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -135,7 +144,35 @@ impl Default for Metrics {
         let request_seconds = seconds_histogram();
         let sessions_expired = Counter::default();
         let nodes_reaped = Counter::default();
+        let watch_events_sent = Counter::default();
+        let watch_slow_consumers = Counter::default();
+        let watch_replay_reads = Counter::default();
+        let watch_streams_refused = Counter::default();
         let mut registry = Registry::default();
+        for (name, help, counter) in [
+            (
+                "keeper_watch_events_sent",
+                "Watch change events sent to streams and one-shot watches.",
+                &watch_events_sent,
+            ),
+            (
+                "keeper_watch_slow_consumers",
+                "Event streams cut off because their consumer fell behind.",
+                &watch_slow_consumers,
+            ),
+            (
+                "keeper_watch_replay_reads",
+                "Reads of the change history (stream replays, after_zxid checks).",
+                &watch_replay_reads,
+            ),
+            (
+                "keeper_watch_streams_refused",
+                "Watch requests refused because max_watch_streams were open.",
+                &watch_streams_refused,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "keeper_http_requests",
             "HTTP requests by route, method and status.",
@@ -186,6 +223,10 @@ impl Default for Metrics {
             request_seconds,
             sessions_expired,
             nodes_reaped,
+            watch_events_sent,
+            watch_slow_consumers,
+            watch_replay_reads,
+            watch_streams_refused,
         }
     }
 }

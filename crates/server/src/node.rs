@@ -21,6 +21,7 @@ use crate::proposer::Proposer;
 use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
+use crate::watches::Hub;
 use crate::zab_driver::{DriverParts, MemberAddr, PeerMsg, ZabOptions, ZabProposer};
 use keeper_store::{Store, StoreError};
 use std::future::Future;
@@ -177,6 +178,12 @@ impl Node {
             )),
         ];
         let config_backups = config.max_concurrent_backups;
+        let watches = Hub::start(
+            &view,
+            metrics.clone(),
+            config.max_watch_streams,
+            config.watch_stream_buffer,
+        )?;
         let state = AppState::new(http::Shared {
             config: Arc::new(config),
             store,
@@ -184,6 +191,7 @@ impl Node {
             applied: view,
             sessions,
             metrics,
+            watches,
             ready: Arc::new(AtomicBool::new(true)),
             backup_slots: Arc::new(tokio::sync::Semaphore::new(config_backups)),
         });
@@ -279,11 +287,14 @@ pub async fn run(
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let ready = node.state.ready.clone();
+    let watches = node.state().watches.clone();
     let graceful = async move {
         shutdown.await;
         // Not ready from the signal on: load balancers stop sending new requests
         // while the ones in flight finish.
         ready.store(false, Ordering::Release);
+        // Open event streams end now (each gets its resume zxid).
+        watches.close();
         let _ = signalled_tx.send(true);
     };
     let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);

@@ -37,7 +37,12 @@ impl prometheus_client::collector::Collector for StateCollector {
         };
         let state = AppState(shared);
         let status = state.proposer.status();
-        let gauges: [(&str, &str, i64); 8] = [
+        let gauges: [(&str, &str, i64); 9] = [
+            (
+                "keeper_watch_streams",
+                "Event streams and waiting one-shot watches open on this member.",
+                i64::try_from(state.watches.open()).unwrap_or(i64::MAX),
+            ),
             (
                 "keeper_applied_zxid",
                 "Last zxid applied on this member.",
