@@ -14,14 +14,14 @@ CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim bench chaos cluster cluster-stop clean
+.PHONY: deps build run test lint fmt sim bench chaos cluster cluster-stop docker k8s-validate clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
 	@./scripts/install-deps.sh
 
 build: deps
-	$(CARGO) build --release -j$(JOBS) -p keeper-server -p keeper-cli
+	$(CARGO) build --release -j$(JOBS) -p keeper-server -p keeper-cli -p keeper-bench
 
 ## run: build and start a single-node Keeper on $(CLIENT_ADDR), data in $(DATA_DIR).
 run: build
@@ -64,6 +64,17 @@ cluster: deps
 ## cluster-stop: stop the members started by `make cluster` (by their PID files).
 cluster-stop:
 	./scripts/cluster.sh stop
+
+## docker: build the container image keeper:$(IMAGE_TAG) from deploy/docker/Dockerfile
+## (says so in one line when no container engine works here).
+IMAGE_TAG ?= 0.1.0
+docker:
+	@./scripts/docker-build.sh keeper:$(IMAGE_TAG)
+
+## k8s-validate: every manifest and kustomize build against the Kubernetes schemas, the
+## Dockerfile with hadolint, the alert rules (installs the PyPI validators if missing).
+k8s-validate:
+	./scripts/k8s-validate.sh
 
 clean:
 	$(CARGO) clean

@@ -7,9 +7,9 @@ keeper_target_dir() {
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
 
-# build_release: the release build of the server package (keeper and keeper-bench).
+# build_release: the release builds of keeper and keeper-bench.
 build_release() {
-  cargo build --release -j"${JOBS:-2}" -p keeper-server
+  cargo build --release -j"${JOBS:-2}" -p keeper-server -p keeper-bench
 }
 
 # start_member BIN ID DATA_DIR CLIENT_PORT PEER_PORT PEERS LOG PIDFILE

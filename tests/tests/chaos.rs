@@ -57,7 +57,6 @@ async fn short_chaos_campaign_finds_no_violation() {
 /// Ignored until keepalives need a quorum (the member-runtime issue); then it
 /// must pass, strict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: keepalives acknowledged without a quorum (being fixed); run with --ignored"]
 async fn isolated_follower_acknowledges_no_keepalive_of_an_expired_session() {
     let out = std::env::temp_dir().join(format!("keeper-chaos-pinned-{}", std::process::id()));
     let mut run = RunConfig::new(2, Schedule::IsolateKeepaliveFollower, out.clone());

@@ -201,6 +201,11 @@ pub enum Command {
     Sync,
     /// Probe /healthz and /readyz; exit 1 unless a member is ready.
     Health,
+    /// Backups: `snapshot save FILE` streams a consistent snapshot from a live member.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// Print the changes at a node and its children (or its whole subtree)
     /// as they happen, one per line, resuming on another member if one
     /// fails; runs until interrupted, --count events or --for-ms pass.
@@ -222,6 +227,18 @@ pub enum Command {
         /// Exit after this many ms.
         #[arg(long)]
         for_ms: Option<u64>,
+    },
+}
+
+/// `keeperctl snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Save a consistent backup (stamped with its zxid, tree digest and a CRC-32) from
+    /// the first member that answers into FILE. The file appears only once it is
+    /// complete and its checksum verified. Restore with `keeper restore --from FILE`.
+    Save {
+        /// Where to write the backup (must not exist).
+        file: PathBuf,
     },
 }
 

@@ -12,7 +12,7 @@ use keeper_client::{
 };
 use serde_json::json;
 
-use crate::args::{Cli, Command, SessionAction};
+use crate::args::{Cli, Command, SessionAction, SnapshotAction};
 use crate::output;
 
 /// Why a command failed; decides the exit status.
@@ -24,6 +24,8 @@ pub enum Failure {
     Keeper(Error),
     /// Writing the output failed (exit 1).
     Io(std::io::Error),
+    /// Anything else that failed, with the reason (exit 1).
+    Other(String),
 }
 
 impl From<Error> for Failure {
@@ -169,6 +171,32 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 ))?;
             } else {
                 writeln!(out, "healthz: {}\nreadyz: {}", health.status, ready.status)?;
+            }
+        }
+        Command::Snapshot {
+            action: SnapshotAction::Save { file },
+        } => {
+            let saved = crate::snapshot::save(client.endpoints(), cli.timeout_ms, file)
+                .await
+                .map_err(Failure::Other)?;
+            if json {
+                out.write_all(&output::json_line(&json!({
+                    "file": file.display().to_string(),
+                    "endpoint": saved.endpoint,
+                    "zxid": saved.zxid,
+                    "digest": saved.digest,
+                    "bytes": saved.bytes,
+                })))?;
+            } else {
+                writeln!(
+                    out,
+                    "saved {} from {}: zxid {:#x}, digest {}, {} bytes",
+                    file.display(),
+                    saved.endpoint,
+                    saved.zxid,
+                    saved.digest,
+                    saved.bytes
+                )?;
             }
         }
         Command::Watch {

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod output;
+mod snapshot;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -58,6 +59,10 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: writing output: {err}");
+            ExitCode::from(EXIT_KEEPER_ERROR)
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("error: {message}");
             ExitCode::from(EXIT_KEEPER_ERROR)
         }
     }

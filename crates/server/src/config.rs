@@ -10,6 +10,29 @@ use keeper_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Most members a StatefulSet pattern may name (`replicas`).
+pub const MAX_REPLICAS: u64 = 255;
+
+/// Splits a StatefulSet pod hostname into the set's name and the pod's ordinal:
+/// `keeper-2` -> `("keeper", 2)`. A fully qualified name is cut at the first dot.
+pub fn statefulset_ordinal(hostname: &str) -> Result<(String, u64), ConfigError> {
+    let short = hostname.split('.').next().unwrap_or_default();
+    let bad = || {
+        ConfigError(format!(
+            "hostname {hostname:?} is not a StatefulSet pod name (NAME-ORDINAL, e.g. keeper-2)"
+        ))
+    };
+    let (set, ordinal) = short.rsplit_once('-').ok_or_else(bad)?;
+    if set.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let ordinal = ordinal.parse::<u64>().map_err(|_| bad())?;
+    if ordinal >= MAX_REPLICAS {
+        return Err(bad());
+    }
+    Ok((set.to_string(), ordinal))
+}
+
 /// A configuration that cannot be used, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -140,6 +163,11 @@ pub struct Config {
     pub watch_replay_chunk: usize,
     /// After a shutdown signal, how long in-flight requests may take to finish, in ms.
     pub shutdown_grace_ms: u64,
+    /// `/readyz` says ready only while this member's applied zxid is at most this many
+    /// entries behind the committed one (it must first join a quorum and catch up).
+    pub ready_max_lag_entries: u64,
+    /// Backups (`GET /v1/admin/snapshot`) that may run at once; more get 503.
+    pub max_concurrent_backups: usize,
 
     /// Cluster only: the name every member must share (checked in the peer handshake).
     pub cluster_name: String,
@@ -177,6 +205,47 @@ pub struct Config {
     /// Cluster only: most keepalives waiting for confirmation on one member
     /// (further ones are answered 503 at once).
     pub max_pending_keepalives: usize,
+
+    /// Peer link: outbound messages queued per peer; a full queue resets the link.
+    pub peer_send_queue_frames: usize,
+    /// Peer link: inbound events (messages, connects, disconnects) queued for the driver.
+    pub peer_event_queue: usize,
+    /// Peer link: a writer stops batching queued frames into one write past this, in bytes.
+    pub peer_write_batch_max_bytes: usize,
+    /// Peer link: first delay before redialing a peer (or retrying a name that does not
+    /// resolve yet), doubled after each failure, in ms.
+    pub peer_reconnect_backoff_min_ms: u64,
+    /// Peer link: longest delay between two dials of the same peer, in ms.
+    pub peer_reconnect_backoff_max_ms: u64,
+    /// Peer link: time allowed for one TCP connect, in ms.
+    pub peer_connect_timeout_ms: u64,
+    /// Peer link: time allowed for the handshake exchange, in ms.
+    pub peer_handshake_timeout_ms: u64,
+    /// Peer link: inbound connections in the handshake at once; more are closed.
+    pub peer_max_pending_handshakes: usize,
+    /// Peer link: set TCP_NODELAY on peer sockets.
+    pub peer_tcp_nodelay: bool,
+    /// Peer link: a file of `HOST:PORT ADDR:PORT` lines (`#` comments) consulted before
+    /// DNS when dialing a peer, re-read at every dial. Empty: DNS only. Meant for tests
+    /// and hosts without cluster DNS.
+    pub peer_hosts_file: PathBuf,
+
+    /// StatefulSet startup: take `id` from the ordinal of `hostname` (`keeper-2` is id 3).
+    pub id_from_hostname: bool,
+    /// StatefulSet startup: this pod's hostname. Empty: the operating system's hostname.
+    pub hostname: String,
+    /// StatefulSet startup: when above 0, `peers` is the pod DNS pattern
+    /// `{set}-{i}.{peer_service}.{namespace}.svc.{cluster_domain}:{peer_port}` for
+    /// `i` in `0..replicas` (member id `i + 1`), `{set}` being `hostname` without its ordinal.
+    pub replicas: u64,
+    /// StatefulSet startup: the headless Service that gives the pods their DNS names.
+    pub peer_service: String,
+    /// StatefulSet startup: the pods' namespace.
+    pub namespace: String,
+    /// StatefulSet startup: the cluster's DNS domain.
+    pub cluster_domain: String,
+    /// StatefulSet startup: the peer port every pod listens on.
+    pub peer_port: u16,
 }
 
 impl Default for Config {
@@ -215,6 +284,8 @@ impl Default for Config {
             max_watch_wait_ms: 25_000,
             watch_replay_chunk: 1_024,
             shutdown_grace_ms: 10_000,
+            ready_max_lag_entries: 1_000,
+            max_concurrent_backups: 1,
             cluster_name: "keeper".to_string(),
             tick_ms: 50,
             election_timeout_ticks: 10,
@@ -227,6 +298,23 @@ impl Default for Config {
             keepalive_leader_silence_ms: 500,
             max_keepalive_batch: 4_096,
             max_pending_keepalives: 10_000,
+            peer_send_queue_frames: 8192,
+            peer_event_queue: 8192,
+            peer_write_batch_max_bytes: 256 << 10,
+            peer_reconnect_backoff_min_ms: 50,
+            peer_reconnect_backoff_max_ms: 1000,
+            peer_connect_timeout_ms: 1000,
+            peer_handshake_timeout_ms: 2000,
+            peer_max_pending_handshakes: 64,
+            peer_tcp_nodelay: true,
+            peer_hosts_file: PathBuf::new(),
+            id_from_hostname: false,
+            hostname: String::new(),
+            replicas: 0,
+            peer_service: "keeper-peers".to_string(),
+            namespace: "default".to_string(),
+            cluster_domain: "cluster.local".to_string(),
+            peer_port: 7888,
         }
     }
 }
@@ -335,6 +423,8 @@ impl Config {
             ),
             ("max_keepalive_batch", self.max_keepalive_batch as u64),
             ("max_pending_keepalives", self.max_pending_keepalives as u64),
+            ("max_concurrent_backups", self.max_concurrent_backups as u64),
+            ("peer_port", u64::from(self.peer_port)),
             ("max_watch_streams", self.max_watch_streams as u64),
             ("max_watches_per_stream", self.max_watches_per_stream as u64),
             ("watch_stream_buffer", self.watch_stream_buffer as u64),
@@ -380,6 +470,20 @@ impl Config {
         if self.max_data_bytes > u32::MAX as usize {
             return Err(ConfigError("max_data_bytes must fit in u32".into()));
         }
+        if self.replicas > 0 && !self.peers.is_empty() {
+            return Err(ConfigError(
+                "give either peers or replicas (the StatefulSet pattern), not both".into(),
+            ));
+        }
+        if self.replicas > MAX_REPLICAS {
+            return Err(ConfigError(format!(
+                "replicas ({}) is above {MAX_REPLICAS}",
+                self.replicas
+            )));
+        }
+        self.peer_config()
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
         self.validate_message_sizes()
     }
 
@@ -461,6 +565,65 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Applies the StatefulSet startup options (see `id_from_hostname` and `replicas`):
+    /// returns the config with `id` and `peers` filled in. `os_hostname` is used when
+    /// `hostname` is empty. A config without those options comes back unchanged.
+    pub fn resolve_statefulset(mut self, os_hostname: &str) -> Result<Config, ConfigError> {
+        if !self.id_from_hostname && self.replicas == 0 {
+            return Ok(self);
+        }
+        let hostname = if self.hostname.is_empty() {
+            os_hostname.trim().to_string()
+        } else {
+            self.hostname.clone()
+        };
+        let (set, ordinal) = statefulset_ordinal(&hostname)?;
+        if self.id_from_hostname {
+            self.id = ordinal + 1;
+        }
+        if self.replicas > 0 {
+            if !self.peers.is_empty() {
+                return Err(ConfigError(
+                    "give either peers or replicas (the StatefulSet pattern), not both".into(),
+                ));
+            }
+            self.peers = (0..self.replicas)
+                .map(|i| PeerSpec {
+                    id: i + 1,
+                    addr: format!(
+                        "{set}-{i}.{}.{}.svc.{}:{}",
+                        self.peer_service, self.namespace, self.cluster_domain, self.peer_port
+                    ),
+                })
+                .collect();
+            self.replicas = 0;
+        }
+        self.hostname = hostname;
+        Ok(self)
+    }
+
+    /// The peer transport's settings implied by this configuration.
+    pub fn peer_config(&self) -> crate::peer::PeerConfig {
+        crate::peer::PeerConfig {
+            my_id: self.id,
+            cluster_name: self.cluster_name.clone(),
+            listen_addr: self.peer_addr.clone(),
+            peers: self.peers.iter().map(|p| (p.id, p.addr.clone())).collect(),
+            max_frame_bytes: self.max_frame_bytes,
+            peer_send_queue_frames: self.peer_send_queue_frames,
+            peer_event_queue: self.peer_event_queue,
+            write_batch_max_bytes: self.peer_write_batch_max_bytes,
+            reconnect_backoff_min_ms: self.peer_reconnect_backoff_min_ms,
+            reconnect_backoff_max_ms: self.peer_reconnect_backoff_max_ms,
+            connect_timeout_ms: self.peer_connect_timeout_ms,
+            handshake_timeout_ms: self.peer_handshake_timeout_ms,
+            max_pending_handshakes: self.peer_max_pending_handshakes,
+            tcp_nodelay: self.peer_tcp_nodelay,
+            hosts_file: (!self.peer_hosts_file.as_os_str().is_empty())
+                .then(|| self.peer_hosts_file.clone()),
+        }
     }
 
     /// The store options implied by this configuration.
@@ -610,6 +773,68 @@ mod tests {
         assert_eq!(peers[1].addr, "host:7889");
         assert!(PeerSpec::parse_list("x=a:1").is_err());
         assert!(PeerSpec::parse_list("1:a:1").is_err());
+    }
+
+    #[test]
+    fn statefulset_hostname_gives_the_id_and_the_dns_peers() {
+        let c = Config {
+            id_from_hostname: true,
+            replicas: 3,
+            namespace: "prod".into(),
+            ..Config::default()
+        };
+        let c = c.resolve_statefulset("keeper-2\n").unwrap();
+        assert_eq!(c.id, 3);
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[0].id, 1);
+        assert_eq!(
+            c.peers[2].addr,
+            "keeper-2.keeper-peers.prod.svc.cluster.local:7888"
+        );
+        assert_eq!(c.validate(), Ok(()));
+        let overridden = Config {
+            id_from_hostname: true,
+            hostname: "zk-0.zk-peers.ns.svc.cluster.local".into(),
+            ..Config::default()
+        };
+        assert_eq!(overridden.resolve_statefulset("ignored-7").unwrap().id, 1);
+        for bad in ["keeper", "keeper-", "-2", "keeper-x", "keeper-999"] {
+            assert!(
+                statefulset_ordinal(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        let plain = Config::default();
+        assert_eq!(
+            plain.clone().resolve_statefulset("whatever").unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn peer_limits_reach_the_transport_and_are_validated() {
+        let c = Config {
+            peer_send_queue_frames: 17,
+            peer_reconnect_backoff_max_ms: 4000,
+            ..Config::default()
+        };
+        let p = c.peer_config();
+        assert_eq!(p.peer_send_queue_frames, 17);
+        assert_eq!(p.reconnect_backoff_max_ms, 4000);
+        for mutate in [
+            (|c: &mut Config| c.peer_event_queue = 0) as fn(&mut Config),
+            |c| c.peer_reconnect_backoff_max_ms = 1,
+            |c| c.max_frame_bytes = c.snapshot_chunk_bytes,
+            |c| c.replicas = 1000,
+            |c| {
+                c.replicas = 3;
+                c.peers = PeerSpec::parse_list("1=a:1").unwrap();
+            },
+        ] {
+            let mut c = Config::default();
+            mutate(&mut c);
+            assert!(c.validate().is_err(), "should be refused: {c:?}");
+        }
     }
 
     #[test]

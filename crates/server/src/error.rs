@@ -195,6 +195,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> ApiError {
+        ApiError::new(ErrorCode::Internal, format!("backup failed: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,11 @@
 //! -> [`watches`] (the applied changes to one-shot watches and event streams).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
 //! path), [`reaper`] (containers and ttl nodes), [`recipes`] (locks), [`config`], [`error`]
-//! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
+//! (the API's one error type), [`metrics`], [`backup`] (backup files and restore),
+//! and [`node`] (start, serve, shut down).
 
 pub mod applier;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod http;

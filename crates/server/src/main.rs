@@ -3,14 +3,16 @@
 //! sets up tracing (`RUST_LOG`, default `info`), and runs the server until
 //! SIGTERM or ctrl-c, then shuts down gracefully and exits 0.
 //!
-//! `keeper` with no subcommand runs the server; subcommands (`print-config`,
-//! later `bench`, ...) sit beside it.
+//! `keeper` with no subcommand runs the server; the subcommands `print-config`
+//! and `restore` (a new member's data directory from a backup) sit beside it.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keeper_server::{Config, PeerSpec};
+use serde::Serialize;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,16 +29,62 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the effective configuration (after file, env and flags) as TOML, and exit.
-    PrintConfig(ServerArgs),
+    PrintConfig(Box<ServerArgs>),
+    /// Make the data directory of a new cluster's member from a backup file
+    /// (`keeperctl snapshot save`); run it for every member's directory, then start
+    /// the members. The file is checked completely first: a corrupt or truncated one
+    /// is refused and nothing is written.
+    Restore(RestoreArgs),
 }
 
-/// Server options. Each one overrides the config file; its `KEEPER_*`
-/// variable applies when the flag is absent.
-#[derive(Debug, Default, Args)]
+/// `keeper restore` options.
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    from: PathBuf,
+    /// The member's data directory to create (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+/// `keeper restore`: exit 0 with a summary, 1 with the reason on stderr.
+fn restore(args: RestoreArgs) -> ExitCode {
+    let store = Config::default().store_config();
+    match keeper_server::backup::restore(&args.from, &args.data_dir, store) {
+        Ok(report) => {
+            println!(
+                "restored {} into {}: zxid {:#x}, digest {}, {} files, {} bytes",
+                args.from.display(),
+                args.data_dir.display(),
+                report.info.zxid,
+                report.restored_digest,
+                report.info.files,
+                report.info.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keeper restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Server options: one field per [`Config`] field (same name), each settable by its
+/// flag, its `KEEPER_*` variable or the TOML file. The fields given are laid over the
+/// file's config as one serde overlay (see [`build_config`]); a test checks that every
+/// `Config` key has its option here.
+#[derive(Debug, Default, Args, Serialize)]
 struct ServerArgs {
     /// TOML config file (keys are the long option names with `_`).
     #[arg(long, env = "KEEPER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     config: Option<PathBuf>,
+    /// All members, this one included: 1=HOST:PORT,2=HOST:PORT,... (absent: standalone).
+    #[arg(long, env = "KEEPER_PEERS", value_name = "LIST")]
+    #[serde(skip)]
+    peers: Option<String>,
     /// Directory of this member's data (created if missing).
     #[arg(long, env = "KEEPER_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -49,9 +97,6 @@ struct ServerArgs {
     /// Address of the peer (replication) transport (used with --peers).
     #[arg(long, env = "KEEPER_PEER_ADDR", value_name = "HOST:PORT")]
     peer_addr: Option<String>,
-    /// All members, this one included: 1=HOST:PORT,2=HOST:PORT,... (absent: standalone).
-    #[arg(long, env = "KEEPER_PEERS", value_name = "LIST")]
-    peers: Option<String>,
     /// Largest HTTP request body, in bytes (413 above).
     #[arg(long, env = "KEEPER_MAX_REQUEST_BYTES", value_name = "BYTES")]
     max_request_bytes: Option<usize>,
@@ -133,6 +178,12 @@ struct ServerArgs {
     /// Time in-flight requests get after SIGTERM, in ms.
     #[arg(long, env = "KEEPER_SHUTDOWN_GRACE_MS", value_name = "MS")]
     shutdown_grace_ms: Option<u64>,
+    /// /readyz is 503 while the applied zxid is more than this many entries behind the committed one.
+    #[arg(long, env = "KEEPER_READY_MAX_LAG_ENTRIES", value_name = "N")]
+    ready_max_lag_entries: Option<u64>,
+    /// Backups (GET /v1/admin/snapshot) that may run at once; more get 503.
+    #[arg(long, env = "KEEPER_MAX_CONCURRENT_BACKUPS", value_name = "N")]
+    max_concurrent_backups: Option<usize>,
     /// Cluster name every member must share (peer handshake).
     #[arg(long, env = "KEEPER_CLUSTER_NAME", value_name = "NAME")]
     cluster_name: Option<String>,
@@ -151,120 +202,114 @@ struct ServerArgs {
     /// Log entries kept behind the applied state for DIFF catch-up.
     #[arg(long, env = "KEEPER_LOG_RETAIN_ENTRIES", value_name = "N")]
     log_retain_entries: Option<u64>,
-    /// A log segment file takes no more entries past this size, in bytes;
-    /// compaction deletes whole segments.
+    /// A log segment file takes no more entries past this size, in bytes; compaction deletes whole segments.
     #[arg(long, env = "KEEPER_LOG_SEGMENT_BYTES", value_name = "BYTES")]
     log_segment_bytes: Option<u64>,
     /// Size of one snapshot chunk on the peer link, in bytes.
     #[arg(long, env = "KEEPER_SNAPSHOT_CHUNK_BYTES", value_name = "BYTES")]
     snapshot_chunk_bytes: Option<usize>,
+    /// Most session keepalives a follower relays to the leader in one message.
+    #[arg(long, env = "KEEPER_MAX_KEEPALIVE_BATCH", value_name = "N")]
+    max_keepalive_batch: Option<usize>,
+    /// Outbound messages queued per peer (a full queue resets the link).
+    #[arg(long, env = "KEEPER_PEER_SEND_QUEUE_FRAMES", value_name = "N")]
+    peer_send_queue_frames: Option<usize>,
+    /// Inbound peer events queued for the driver.
+    #[arg(long, env = "KEEPER_PEER_EVENT_QUEUE", value_name = "N")]
+    peer_event_queue: Option<usize>,
+    /// Bytes a peer writer batches into one write.
+    #[arg(long, env = "KEEPER_PEER_WRITE_BATCH_MAX_BYTES", value_name = "BYTES")]
+    peer_write_batch_max_bytes: Option<usize>,
+    /// First delay before redialing a peer (or retrying an unresolved name), in ms.
+    #[arg(long, env = "KEEPER_PEER_RECONNECT_BACKOFF_MIN_MS", value_name = "MS")]
+    peer_reconnect_backoff_min_ms: Option<u64>,
+    /// Longest delay between two dials of a peer, in ms.
+    #[arg(long, env = "KEEPER_PEER_RECONNECT_BACKOFF_MAX_MS", value_name = "MS")]
+    peer_reconnect_backoff_max_ms: Option<u64>,
+    /// Time allowed for one peer TCP connect, in ms.
+    #[arg(long, env = "KEEPER_PEER_CONNECT_TIMEOUT_MS", value_name = "MS")]
+    peer_connect_timeout_ms: Option<u64>,
+    /// Time allowed for a peer handshake, in ms.
+    #[arg(long, env = "KEEPER_PEER_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    peer_handshake_timeout_ms: Option<u64>,
+    /// Inbound peer connections in the handshake at once.
+    #[arg(long, env = "KEEPER_PEER_MAX_PENDING_HANDSHAKES", value_name = "N")]
+    peer_max_pending_handshakes: Option<usize>,
+    /// Set TCP_NODELAY on peer sockets.
+    #[arg(long, env = "KEEPER_PEER_TCP_NODELAY", value_name = "BOOL")]
+    peer_tcp_nodelay: Option<bool>,
+    /// File of `HOST:PORT ADDR:PORT` lines consulted before DNS at every peer dial (tests, hosts without cluster DNS).
+    #[arg(long, env = "KEEPER_PEER_HOSTS_FILE", value_name = "FILE")]
+    peer_hosts_file: Option<PathBuf>,
+    /// Take --id from the StatefulSet ordinal of the hostname (keeper-2 is id 3).
+    #[arg(long, env = "KEEPER_ID_FROM_HOSTNAME", value_name = "BOOL")]
+    id_from_hostname: Option<bool>,
+    /// This pod's hostname for --id-from-hostname and --replicas (empty: the OS hostname).
+    #[arg(long, env = "KEEPER_HOSTNAME", value_name = "NAME")]
+    hostname: Option<String>,
+    /// Members of the StatefulSet: peers are {set}-{i}.{peer_service}.{namespace}.svc.{cluster_domain}:{peer_port} (0: use --peers).
+    #[arg(long, env = "KEEPER_REPLICAS", value_name = "N")]
+    replicas: Option<u64>,
+    /// The headless Service of the peers (with --replicas).
+    #[arg(long, env = "KEEPER_PEER_SERVICE", value_name = "NAME")]
+    peer_service: Option<String>,
+    /// The pods' namespace (with --replicas).
+    #[arg(long, env = "KEEPER_NAMESPACE", value_name = "NAME")]
+    namespace: Option<String>,
+    /// The cluster's DNS domain (with --replicas).
+    #[arg(long, env = "KEEPER_CLUSTER_DOMAIN", value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
+    /// The peer port of every pod (with --replicas).
+    #[arg(long, env = "KEEPER_PEER_PORT", value_name = "PORT")]
+    peer_port: Option<u16>,
     /// A keepalive not confirmed by the leader within this long is answered 503, in ms.
     #[arg(long, env = "KEEPER_KEEPALIVE_CONFIRM_WAIT_MS", value_name = "MS")]
     keepalive_confirm_wait_ms: Option<u64>,
     /// A follower whose leader is silent for this long answers keepalives 503 at once, in ms.
     #[arg(long, env = "KEEPER_KEEPALIVE_LEADER_SILENCE_MS", value_name = "MS")]
     keepalive_leader_silence_ms: Option<u64>,
-    /// Most sessions in one keepalive batch relayed to the leader.
-    #[arg(long, env = "KEEPER_MAX_KEEPALIVE_BATCH", value_name = "N")]
-    max_keepalive_batch: Option<usize>,
     /// Most keepalives waiting for confirmation on one member.
     #[arg(long, env = "KEEPER_MAX_PENDING_KEEPALIVES", value_name = "N")]
     max_pending_keepalives: Option<usize>,
 }
 
-/// The default of every option, shown in `--help` (from `Config::default()`).
-fn defaults() -> Vec<(&'static str, String)> {
-    let d = Config::default();
-    vec![
-        ("config", "none".into()),
-        ("data_dir", d.data_dir.display().to_string()),
-        ("client_addr", d.client_addr),
-        ("id", d.id.to_string()),
-        ("peer_addr", d.peer_addr),
-        ("peers", "none (standalone)".into()),
-        ("max_request_bytes", d.max_request_bytes.to_string()),
-        ("max_data_bytes", d.max_data_bytes.to_string()),
-        ("max_path_bytes", d.max_path_bytes.to_string()),
-        ("max_children_page", d.max_children_page.to_string()),
-        ("max_ops_per_txn", d.max_ops_per_txn.to_string()),
-        (
-            "max_inflight_proposals",
-            d.max_inflight_proposals.to_string(),
-        ),
-        ("max_batch_entries", d.max_batch_entries.to_string()),
-        ("max_batch_bytes", d.max_batch_bytes.to_string()),
-        ("max_frame_bytes", d.max_frame_bytes.to_string()),
-        ("max_diff_bytes", d.max_diff_bytes.to_string()),
-        (
-            "max_concurrent_requests",
-            d.max_concurrent_requests.to_string(),
-        ),
-        ("request_timeout_ms", d.request_timeout_ms.to_string()),
-        ("min_zxid_wait_ms", d.min_zxid_wait_ms.to_string()),
-        (
-            "min_session_timeout_ms",
-            d.min_session_timeout_ms.to_string(),
-        ),
-        (
-            "max_session_timeout_ms",
-            d.max_session_timeout_ms.to_string(),
-        ),
-        ("max_lock_wait_ms", d.max_lock_wait_ms.to_string()),
-        ("session_tick_ms", d.session_tick_ms.to_string()),
-        ("reap_interval_ms", d.reap_interval_ms.to_string()),
-        ("max_reap_batch", d.max_reap_batch.to_string()),
-        (
-            "event_channel_capacity",
-            d.event_channel_capacity.to_string(),
-        ),
-        ("max_watch_streams", d.max_watch_streams.to_string()),
-        (
-            "max_watches_per_stream",
-            d.max_watches_per_stream.to_string(),
-        ),
-        ("watch_stream_buffer", d.watch_stream_buffer.to_string()),
-        (
-            "watch_progress_interval_ms",
-            d.watch_progress_interval_ms.to_string(),
-        ),
-        ("max_watch_wait_ms", d.max_watch_wait_ms.to_string()),
-        ("watch_replay_chunk", d.watch_replay_chunk.to_string()),
-        ("shutdown_grace_ms", d.shutdown_grace_ms.to_string()),
-        ("cluster_name", d.cluster_name.clone()),
-        ("tick_ms", d.tick_ms.to_string()),
-        (
-            "election_timeout_ticks",
-            d.election_timeout_ticks.to_string(),
-        ),
-        ("step_down_ticks", d.step_down_ticks.to_string()),
-        ("max_pending_forwards", d.max_pending_forwards.to_string()),
-        ("log_retain_entries", d.log_retain_entries.to_string()),
-        ("log_segment_bytes", d.log_segment_bytes.to_string()),
-        ("snapshot_chunk_bytes", d.snapshot_chunk_bytes.to_string()),
-        (
-            "keepalive_confirm_wait_ms",
-            d.keepalive_confirm_wait_ms.to_string(),
-        ),
-        (
-            "keepalive_leader_silence_ms",
-            d.keepalive_leader_silence_ms.to_string(),
-        ),
-        ("max_keepalive_batch", d.max_keepalive_batch.to_string()),
-        (
-            "max_pending_keepalives",
-            d.max_pending_keepalives.to_string(),
-        ),
-    ]
+/// The default of an option as `--help` shows it (from `Config::default()`).
+fn default_of(defaults: &serde_json::Map<String, Value>, id: &str) -> Option<String> {
+    match id {
+        "config" => Some("none".into()),
+        "peers" => Some("none (standalone)".into()),
+        _ => match defaults.get(id)? {
+            Value::String(s) if s.is_empty() => Some("empty".into()),
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        },
+    }
+}
+
+/// `Config::default()` as a JSON object (field name -> value).
+fn default_map() -> serde_json::Map<String, Value> {
+    match serde_json::to_value(Config::default()) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The clap command with every option's default appended to its help.
 fn command() -> clap::Command {
-    let add_defaults = |mut cmd: clap::Command| {
-        for (id, value) in defaults() {
-            cmd = cmd.mut_arg(id, |arg| {
-                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-                arg.help(format!("{help} [default: {value}]"))
-            });
+    let defaults = default_map();
+    let add_defaults = |cmd: clap::Command| {
+        let ids: Vec<String> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        let mut cmd = cmd;
+        for id in ids {
+            if let Some(value) = default_of(&defaults, &id) {
+                cmd = cmd.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    arg.help(format!("{help} [default: {value}]"))
+                });
+            }
         }
         cmd
     };
@@ -273,9 +318,10 @@ fn command() -> clap::Command {
 }
 
 /// Builds the config: defaults, then the file, then env/flags (clap already
-/// prefers a flag over its variable).
+/// prefers a flag over its variable) laid over it as one serde overlay, then the
+/// StatefulSet identity (hostname ordinal, DNS peers), then validation.
 fn build_config(args: ServerArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
+    let base = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -283,61 +329,34 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         }
         None => Config::default(),
     };
-    macro_rules! overlay {
-        ($($field:ident),* $(,)?) => {
-            $( if let Some(v) = args.$field { config.$field = v; } )*
-        };
+    let mut merged = serde_json::to_value(&base).map_err(|e| e.to_string())?;
+    let overlay = serde_json::to_value(&args).map_err(|e| e.to_string())?;
+    if let (Value::Object(merged), Value::Object(overlay)) = (&mut merged, overlay) {
+        for (key, value) in overlay {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
+        }
     }
-    overlay!(
-        data_dir,
-        client_addr,
-        id,
-        peer_addr,
-        max_request_bytes,
-        max_data_bytes,
-        max_path_bytes,
-        max_children_page,
-        max_ops_per_txn,
-        max_inflight_proposals,
-        max_batch_entries,
-        max_batch_bytes,
-        max_frame_bytes,
-        max_diff_bytes,
-        max_concurrent_requests,
-        request_timeout_ms,
-        min_zxid_wait_ms,
-        min_session_timeout_ms,
-        max_session_timeout_ms,
-        max_lock_wait_ms,
-        session_tick_ms,
-        reap_interval_ms,
-        max_reap_batch,
-        event_channel_capacity,
-        max_watch_streams,
-        max_watches_per_stream,
-        watch_stream_buffer,
-        watch_progress_interval_ms,
-        max_watch_wait_ms,
-        watch_replay_chunk,
-        shutdown_grace_ms,
-        cluster_name,
-        tick_ms,
-        election_timeout_ticks,
-        step_down_ticks,
-        max_pending_forwards,
-        log_retain_entries,
-        log_segment_bytes,
-        snapshot_chunk_bytes,
-        keepalive_confirm_wait_ms,
-        keepalive_leader_silence_ms,
-        max_keepalive_batch,
-        max_pending_keepalives,
-    );
+    let mut config: Config = serde_json::from_value(merged).map_err(|e| e.to_string())?;
     if let Some(list) = &args.peers {
         config.peers = PeerSpec::parse_list(list).map_err(|e| e.to_string())?;
     }
+    let config = config
+        .resolve_statefulset(&os_hostname())
+        .map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// The operating system's hostname (a pod's name in a StatefulSet).
+fn os_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn main() -> ExitCode {
@@ -347,7 +366,8 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let (args, print_only) = match cli.command {
-        Some(Command::PrintConfig(args)) => (args, true),
+        Some(Command::PrintConfig(args)) => (*args, true),
+        Some(Command::Restore(args)) => return restore(args),
         None => (cli.server, false),
     };
     let config = match build_config(args) {
@@ -437,22 +457,87 @@ mod tests {
     fn every_option_shows_its_default_in_help() {
         let mut cmd = command();
         let help = cmd.render_long_help().to_string();
-        let known: Vec<&str> = defaults().iter().map(|(id, _)| *id).collect();
+        let defaults = default_map();
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
             if id == "help" || id == "version" {
                 continue;
             }
-            assert!(known.contains(&id), "option {id} has no default listed");
-        }
-        for (id, value) in defaults() {
+            let value = default_of(&defaults, id)
+                .unwrap_or_else(|| panic!("option {id} is not a Config field"));
             assert!(
                 help.contains(&format!("[default: {value}]")),
                 "help lacks the default of {id}: {help}"
             );
         }
         assert!(help.contains("KEEPER_DATA_DIR"));
+        assert!(help.contains("KEEPER_PEER_SEND_QUEUE_FRAMES"));
         assert!(help.contains("--client-addr"));
+    }
+
+    #[test]
+    fn every_config_field_has_a_flag_and_a_keeper_variable() {
+        let cmd = Cli::command();
+        for key in default_map().keys() {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id().as_str() == key)
+                .unwrap_or_else(|| panic!("Config field {key} has no option"));
+            let env = arg.get_env().map(|e| e.to_string_lossy().to_string());
+            assert_eq!(env, Some(format!("KEEPER_{}", key.to_uppercase())));
+        }
+    }
+
+    #[test]
+    fn every_option_reaches_the_config() {
+        // Set each option to a non-default value that still validates, and check it lands.
+        let m = command()
+            .try_get_matches_from([
+                "keeper",
+                "--peer-send-queue-frames",
+                "99",
+                "--peer-tcp-nodelay",
+                "false",
+                "--max-keepalive-batch",
+                "7",
+                "--peer-hosts-file",
+                "/tmp/hosts",
+            ])
+            .unwrap();
+        let c = build_config(Cli::from_arg_matches(&m).unwrap().server).unwrap();
+        assert_eq!(c.peer_send_queue_frames, 99);
+        assert!(!c.peer_tcp_nodelay);
+        assert_eq!(c.max_keepalive_batch, 7);
+        assert_eq!(
+            c.peer_config().hosts_file,
+            Some(PathBuf::from("/tmp/hosts"))
+        );
+    }
+
+    #[test]
+    fn statefulset_options_give_id_and_dns_peers() {
+        let m = command()
+            .try_get_matches_from([
+                "keeper",
+                "--id-from-hostname",
+                "true",
+                "--hostname",
+                "keeper-1",
+                "--replicas",
+                "5",
+                "--namespace",
+                "infra",
+                "--peer-addr",
+                "0.0.0.0:7888",
+            ])
+            .unwrap();
+        let c = build_config(Cli::from_arg_matches(&m).unwrap().server).unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.peers.len(), 5);
+        assert_eq!(
+            c.peers[4].addr,
+            "keeper-4.keeper-peers.infra.svc.cluster.local:7888"
+        );
     }
 
     #[test]
@@ -506,7 +591,7 @@ mod tests {
         let cli = Cli::from_arg_matches(&m).unwrap();
         match cli.command {
             Some(Command::PrintConfig(args)) => assert_eq!(args.id, Some(4)),
-            None => panic!("expected the subcommand"),
+            _ => panic!("expected the subcommand"),
         }
     }
 }

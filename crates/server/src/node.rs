@@ -16,7 +16,7 @@ use crate::applier::{Applier, ApplierOptions};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::peer::{PeerConfig, PeerHandle, PeerNetwork};
+use crate::peer::{PeerCollector, PeerHandle, PeerNetwork};
 use crate::proposer::Proposer;
 use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
@@ -46,6 +46,9 @@ pub enum ServerError {
     #[error("internal: {0}")]
     Internal(String),
 }
+
+/// Longest wait at shutdown for queued peer messages to be written.
+const LEAVING_FLUSH_WAIT: Duration = Duration::from_millis(300);
 
 /// Committed batches queued between the log writer and the applier.
 const APPLIER_QUEUE_BATCHES: usize = 64;
@@ -130,6 +133,7 @@ impl Node {
                     applier.input,
                     view.clone(),
                     tracker.clone(),
+                    &metrics,
                     stop_rx,
                 )
                 .await?;
@@ -175,6 +179,7 @@ impl Node {
                 stop_rx,
             )),
         ];
+        let config_backups = config.max_concurrent_backups;
         let watches = Hub::start(
             &view,
             metrics.clone(),
@@ -190,6 +195,7 @@ impl Node {
             metrics,
             watches,
             ready: Arc::new(AtomicBool::new(true)),
+            backup_slots: Arc::new(tokio::sync::Semaphore::new(config_backups)),
         });
         Ok(Node {
             state,
@@ -237,6 +243,14 @@ impl Node {
             } => {
                 let _ = stop_driver.send(true);
                 proposer.join().await;
+                // Let the driver's last words (a leader's `Leaving`) reach the wire.
+                let deadline = tokio::time::Instant::now() + LEAVING_FLUSH_WAIT;
+                while tokio::time::Instant::now() < deadline
+                    && peers.metrics().peers.values().any(|p| p.queue_depth > 0)
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 peers.shutdown().await;
             }
         }
@@ -274,9 +288,13 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP API");
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let ready = node.state.ready.clone();
     let watches = node.state().watches.clone();
     let graceful = async move {
         shutdown.await;
+        // Not ready from the signal on: load balancers stop sending new requests
+        // while the ones in flight finish.
+        ready.store(false, Ordering::Release);
         // Open event streams end now (each gets its resume zxid).
         watches.close();
         let _ = signalled_tx.send(true);
@@ -313,23 +331,14 @@ async fn start_cluster(
     input: crate::applier::ApplierInput,
     view: crate::applier::AppliedView,
     tracker: Arc<SessionTracker>,
+    metrics: &Metrics,
     stop: watch::Receiver<bool>,
 ) -> Result<(ZabProposer, PeerHandle<PeerMsg>), ServerError> {
     let listener = TcpListener::bind(&config.peer_addr).await?;
-    let peer_config = PeerConfig {
-        my_id: config.id,
-        cluster_name: config.cluster_name.clone(),
-        listen_addr: config.peer_addr.clone(),
-        peers: config
-            .peers
-            .iter()
-            .map(|p| (p.id, p.addr.clone()))
-            .collect(),
-        max_frame_bytes: config.max_frame_bytes,
-        ..PeerConfig::default()
-    };
+    let peer_config = config.peer_config();
     let (peers, events) = PeerNetwork::<PeerMsg>::start(peer_config, listener)
         .map_err(|e| ServerError::Internal(format!("peer transport: {e}")))?;
+    metrics.register_collector(Box::new(PeerCollector(peers.metrics_reader())));
     let zab = keeper_zab::Config {
         heartbeat_interval_ticks: crate::config::HEARTBEAT_INTERVAL_TICKS,
         election_timeout_ticks: config.election_timeout_ticks,

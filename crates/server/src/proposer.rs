@@ -125,8 +125,13 @@ pub trait Proposer: Send + Sync + 'static {
         None
     }
 
-    /// Appends this write path's own metrics (Prometheus text) to `out`.
-    fn render_metrics(&self, out: &mut String) {
-        let _ = out;
+    /// Encodes this write path's own metric families into the scrape (called at
+    /// every `GET /metrics`; see [`crate::metrics`]).
+    fn encode_metrics(
+        &self,
+        encoder: &mut crate::metrics::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let _ = encoder;
+        Ok(())
     }
 }

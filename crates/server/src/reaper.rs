@@ -9,7 +9,6 @@
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use keeper_store::{Store, Txn, TxnOutcome};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -47,9 +46,7 @@ pub async fn reap_once(
                 if !paths.is_empty() {
                     tracing::debug!(count = paths.len(), "reaped nodes");
                 }
-                metrics
-                    .nodes_reaped
-                    .fetch_add(paths.len() as u64, Ordering::Relaxed);
+                metrics.nodes_reaped.inc_by(paths.len() as u64);
                 paths.len()
             }
             other => {

@@ -28,7 +28,6 @@ use keeper_store::{SessionId, SessionInfo, Txn, TxnOutcome};
 use keeper_zab::Zxid;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -504,9 +503,7 @@ impl Sessions {
             match self.propose_close(id).await {
                 Ok(_) => {
                     tracing::info!(session = id, "session expired");
-                    self.metrics
-                        .sessions_expired
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.sessions_expired.inc();
                     closed += 1;
                 }
                 Err(e) => {

@@ -253,12 +253,10 @@ fn fail(batch: Vec<Proposal>, error: ProposeError) {
 impl Proposer for StandaloneProposer {
     fn propose(&self, txn: Txn) -> BoxFuture<'_, Result<Applied, ProposeError>> {
         Box::pin(async move {
-            self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.proposals.inc();
             let result = self.propose_inner(txn).await;
             if result.is_err() {
-                self.metrics
-                    .proposal_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.proposal_failures.inc();
             }
             result
         })

@@ -716,7 +716,7 @@ async fn sync_cluster_health_ready_and_metrics() {
         assert_eq!(r.status, 200);
         r.zxid();
         let ct = r.headers["content-type"].to_str().unwrap();
-        assert!(ct.starts_with("text/plain"), "{ct}");
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
         assert!(r.text.contains(
             "keeper_http_requests_total{route=\"/v1/nodes/{*path}\",method=\"POST\",status=\"201\"} 1"
         ), "{}", r.text);

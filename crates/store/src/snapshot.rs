@@ -19,6 +19,18 @@ impl Store {
         Ok(zxid)
     }
 
+    /// Like [`Store::checkpoint`], and also returns the [`Store::tree_digest`] of
+    /// exactly the checkpointed state (no apply runs between the two): what a
+    /// backup is stamped with. The digest reads the whole tree, so applies wait
+    /// that long.
+    pub fn checkpoint_with_digest(&self, dir: &Path) -> Result<(Zxid, u64), StoreError> {
+        let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let zxid = Zxid(self.last_applied.load(Ordering::Acquire));
+        Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        let digest = self.tree_digest()?;
+        Ok((zxid, digest))
+    }
+
     /// Replaces the store in `data_dir` with a copy of the checkpoint in
     /// `checkpoint_dir` and opens it. The caller must have dropped any `Store`
     /// open on `data_dir`. Returns the store; its `last_applied()` is the

@@ -17,6 +17,7 @@
 //! and streams, [`RouteSpec::long_lived`]) skip the timeout and the
 //! concurrency limit: `max_watch_streams` bounds them instead.
 
+pub mod admin;
 pub mod children;
 pub mod cluster;
 pub mod events;
@@ -60,8 +61,14 @@ pub const MIN_ZXID_HEADER: HeaderName = HeaderName::from_static("x-keeper-min-zx
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
+    /// Wraps the shared state and registers its scrape-time gauges
+    /// ([`metrics::StateCollector`]) in the process's registry.
     pub fn new(shared: Shared) -> AppState {
-        AppState(Arc::new(shared))
+        let state = AppState(Arc::new(shared));
+        state
+            .metrics
+            .register_collector(Box::new(metrics::StateCollector(Arc::downgrade(&state.0))));
+        state
     }
 }
 
@@ -84,15 +91,36 @@ pub struct Shared {
     pub watches: Arc<Hub>,
     /// False while starting and once shutting down (`/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
+    /// Backups that may run at once (`max_concurrent_backups`).
+    pub backup_slots: Arc<Semaphore>,
 }
 
 impl AppState {
-    /// True when `/readyz` should say ready.
+    /// True when `/readyz` should say ready: started and not shutting down, the
+    /// applier healthy, in the broadcast phase with a leader (a member without a
+    /// quorum has none), and caught up: applied within `ready_max_lag_entries` of
+    /// the committed zxid (same epoch; across epochs it must have applied all).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && !self.applied.has_failed()
-            && self.proposer.status().has_leader()
+        if !self.ready.load(Ordering::Acquire) || self.applied.has_failed() {
+            return false;
+        }
+        let status = self.proposer.status();
+        status.has_leader()
+            && caught_up(
+                self.applied.applied_zxid().0,
+                status.committed_zxid,
+                self.config.ready_max_lag_entries,
+            )
     }
+}
+
+/// True when `applied` is within `max_lag` entries of `committed` (zxids of one
+/// epoch count entries in their low 32 bits; across epochs, all must be applied).
+pub fn caught_up(applied: u64, committed: u64, max_lag: u64) -> bool {
+    if applied >= committed {
+        return true;
+    }
+    applied >> 32 == committed >> 32 && committed - applied <= max_lag
 }
 
 /// One API route: what the router serves and what the OpenAPI spec documents.
@@ -234,6 +262,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/v1/cluster/digest",
             &["/v1/cluster/digest"],
             on(MethodFilter::GET, cluster::digest),
+        ),
+        r(
+            Method::GET,
+            "/v1/admin/snapshot",
+            &["/v1/admin/snapshot"],
+            on(MethodFilter::GET, admin::snapshot),
         ),
         r(
             Method::GET,

@@ -22,7 +22,6 @@ use axum::Json;
 use keeper_store::{ChangeKind, ChangesRead};
 use keeper_zab::Zxid;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What a one-shot watch watches.
@@ -88,10 +87,7 @@ pub async fn watch(
     let after = Zxid(query.after_zxid.unwrap_or(0));
     let (_registration, mut rx) = state.watches.register_once(&path, kinds, after);
     let answer = |event: &keeper_store::ChangeEvent| -> Result<Json<WatchAnswer>, ApiError> {
-        state
-            .metrics
-            .watch_events_sent
-            .fetch_add(1, Ordering::Relaxed);
+        state.metrics.watch_events_sent.inc();
         Ok(Json(WatchAnswer {
             event: Some(WireEvent::change(event, true, false)),
         }))
@@ -100,10 +96,7 @@ pub async fn watch(
         // Registered first: whatever the history read misses, the hub sends.
         let mut cursor = after;
         loop {
-            state
-                .metrics
-                .watch_replay_reads
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.watch_replay_reads.inc();
             let changes = match state
                 .store
                 .read_changes(cursor, state.config.watch_replay_chunk)?

@@ -43,6 +43,9 @@ pub struct PeerConfig {
     pub max_pending_handshakes: usize,
     /// Set TCP_NODELAY on peer sockets (the writer batches by itself).
     pub tcp_nodelay: bool,
+    /// A file of `HOST:PORT ADDR:PORT` lines consulted before DNS at every dial
+    /// (see [`super::hosts`]). `None`: DNS only.
+    pub hosts_file: Option<std::path::PathBuf>,
 }
 
 /// Largest accepted cluster name, in bytes.
@@ -65,6 +68,7 @@ impl Default for PeerConfig {
             handshake_timeout_ms: 2000,
             max_pending_handshakes: 64,
             tcp_nodelay: true,
+            hosts_file: None,
         }
     }
 }

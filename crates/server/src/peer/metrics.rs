@@ -144,3 +144,99 @@ pub(crate) struct NetworkCounters {
     pub connections_accepted: AtomicU64,
     pub handshakes_refused: AtomicU64,
 }
+
+/// Encodes the peer links' counters into the process's registry at every scrape
+/// (families `keeper_peer_*`, labelled by `peer` id).
+pub struct PeerCollector<M>(pub super::MetricsReader<M>);
+
+impl<M> std::fmt::Debug for PeerCollector<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PeerCollector").finish()
+    }
+}
+
+impl<M: Send + 'static> prometheus_client::collector::Collector for PeerCollector<M>
+where
+    super::MetricsReader<M>: Send + Sync,
+{
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let m = self.0.read();
+        crate::metrics::encode_counter(
+            &mut encoder,
+            "keeper_peer_connections_accepted",
+            "TCP connections accepted by the peer listener.",
+            m.connections_accepted,
+        )?;
+        crate::metrics::encode_counter(
+            &mut encoder,
+            "keeper_peer_handshakes_refused",
+            "Inbound peer connections refused before or during the handshake.",
+            m.handshakes_refused,
+        )?;
+        type Get = fn(&PeerMetrics) -> u64;
+        let counters: [(&str, &str, Get); 7] = [
+            ("keeper_peer_frames_sent", "Frames written to a peer.", |p| p.frames_sent),
+            ("keeper_peer_bytes_sent", "Bytes written to a peer, headers included.", |p| p.bytes_sent),
+            ("keeper_peer_frames_received", "Frames read from a peer.", |p| p.frames_received),
+            ("keeper_peer_bytes_received", "Bytes read from a peer, headers included.", |p| p.bytes_received),
+            ("keeper_peer_links_established", "Links to a peer that completed a handshake.", |p| p.links_established),
+            ("keeper_peer_dial_failures", "Dials or outbound handshakes to a peer that failed (an unresolvable name included).", |p| p.dial_failures),
+            ("keeper_peer_sends_without_link", "Messages to a peer dropped because no link was up.", |p| p.sends_without_link),
+        ];
+        for (name, help, get) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (id, peer) in &m.peers {
+                let labels = [("peer", id.to_string())];
+                ConstCounter::new(get(peer)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "keeper_peer_links_dropped",
+            "Links to a peer closed, by reason.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (id, peer) in &m.peers {
+            for reason in DropReason::ALL {
+                let labels = [
+                    ("peer", id.to_string()),
+                    ("reason", reason.as_str().to_string()),
+                ];
+                ConstCounter::new(peer.dropped(reason)).encode(dropped.encode_family(&labels)?)?;
+            }
+        }
+        type GetGauge = fn(&PeerMetrics) -> i64;
+        let gauges: [(&str, &str, GetGauge); 2] = [
+            (
+                "keeper_peer_connected",
+                "1 while a link to the peer is up.",
+                |p| i64::from(p.connected),
+            ),
+            (
+                "keeper_peer_queue_depth",
+                "Messages waiting in the outbound queue to the peer.",
+                |p| i64::try_from(p.queue_depth).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for (id, peer) in &m.peers {
+                let labels = [("peer", id.to_string())];
+                ConstGauge::new(get(peer)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

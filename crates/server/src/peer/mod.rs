@@ -62,13 +62,14 @@
 
 pub mod config;
 pub mod frame;
+pub mod hosts;
 pub mod metrics;
 mod network;
 
 pub use config::PeerConfig;
 pub use frame::Handshake;
-pub use metrics::{DropReason, NetworkMetrics, PeerMetrics};
-pub use network::{PeerEvent, PeerHandle, PeerNetwork};
+pub use metrics::{DropReason, NetworkMetrics, PeerCollector, PeerMetrics};
+pub use network::{MetricsReader, PeerEvent, PeerHandle, PeerNetwork};
 
 /// Errors of the peer transport: bad config, bad frames, refused handshakes, and the
 /// outcome of a `send` that could not queue its message.

@@ -69,6 +69,41 @@ impl<M> Clone for PeerHandle<M> {
     }
 }
 
+/// Reads a transport's counters (see [`PeerHandle::metrics_reader`]); after the
+/// transport stopped it reads the final values.
+pub struct MetricsReader<M>(Arc<Shared<M>>);
+
+impl<M> MetricsReader<M> {
+    /// A snapshot of every counter.
+    pub fn read(&self) -> NetworkMetrics {
+        network_metrics(&self.0)
+    }
+}
+
+impl<M> std::fmt::Debug for MetricsReader<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsReader").finish_non_exhaustive()
+    }
+}
+
+fn network_metrics<M>(shared: &Shared<M>) -> NetworkMetrics {
+    NetworkMetrics {
+        connections_accepted: shared.net.connections_accepted.load(Relaxed),
+        handshakes_refused: shared.net.handshakes_refused.load(Relaxed),
+        peers: shared
+            .peers
+            .iter()
+            .map(|(&id, slot)| {
+                let connected = lock(&slot.link).is_some();
+                (
+                    id,
+                    slot.counters.snapshot(slot_queue_depth(slot), connected),
+                )
+            })
+            .collect(),
+    }
+}
+
 struct HandleInner<M> {
     shared: Arc<Shared<M>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -355,22 +390,13 @@ where
 
     /// A snapshot of every counter.
     pub fn metrics(&self) -> NetworkMetrics {
-        let shared = &self.inner.shared;
-        NetworkMetrics {
-            connections_accepted: shared.net.connections_accepted.load(Relaxed),
-            handshakes_refused: shared.net.handshakes_refused.load(Relaxed),
-            peers: shared
-                .peers
-                .iter()
-                .map(|(&id, slot)| {
-                    let connected = lock(&slot.link).is_some();
-                    (
-                        id,
-                        slot.counters.snapshot(slot_queue_depth(slot), connected),
-                    )
-                })
-                .collect(),
-        }
+        network_metrics(&self.inner.shared)
+    }
+
+    /// Reads this transport's counters later without keeping it running (what the
+    /// metrics registry holds).
+    pub fn metrics_reader(&self) -> MetricsReader<M> {
+        MetricsReader(Arc::clone(&self.inner.shared))
     }
 
     /// Stops every task this transport started (listener, dialers, links) and waits for
@@ -514,7 +540,8 @@ async fn write_handshake(cfg: &PeerConfig, stream: &mut TcpStream) -> Result<(),
 /// Dialer side: connect, send our handshake, check the answer comes from `peer`.
 async fn dial<M>(shared: &Shared<M>, slot: &PeerSlot<M>) -> Result<TcpStream, PeerError> {
     let cfg = &shared.config;
-    let mut stream = tokio::time::timeout(cfg.connect_timeout(), TcpStream::connect(&slot.addr))
+    let target = super::hosts::dial_target(cfg.hosts_file.as_deref(), &slot.addr).await;
+    let mut stream = tokio::time::timeout(cfg.connect_timeout(), TcpStream::connect(&target))
         .await
         .map_err(|_| PeerError::Io(std::io::ErrorKind::TimedOut.into()))??;
     stream.set_nodelay(cfg.tcp_nodelay)?;

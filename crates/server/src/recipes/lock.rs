@@ -207,10 +207,7 @@ pub async fn acquire(
         let waiting_for = match position(state, name, &key)? {
             Position::Holder(stat) => {
                 abandon.path = None;
-                state
-                    .metrics
-                    .lock_grants
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.lock_grants.inc();
                 return Ok(Grant {
                     key,
                     fencing_token: stat.czxid,
@@ -250,10 +247,7 @@ pub async fn acquire(
             Ok(true) => {
                 // The applier writes the store before it publishes the
                 // events, so the next look sees the deletion.
-                state
-                    .metrics
-                    .lock_wakeups
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.lock_wakeups.inc();
             }
             Ok(false) => events = events.resubscribe(),
             Err(_) => {

@@ -302,9 +302,7 @@ impl Hub {
         let mut cur = self.open.load(Ordering::Acquire);
         loop {
             if cur >= self.max_open {
-                self.metrics
-                    .watch_streams_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.watch_streams_refused.inc();
                 return None;
             }
             match self
@@ -459,9 +457,7 @@ impl Hub {
                                 }
                                 if let Some(tx) = tx.take() {
                                     if tx.send(Ok(event.clone())).is_ok() {
-                                        self.metrics
-                                            .watch_events_sent
-                                            .fetch_add(1, Ordering::Relaxed);
+                                        self.metrics.watch_events_sent.inc();
                                     }
                                     fired.push(reg.id);
                                 }
@@ -488,9 +484,7 @@ impl Hub {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         cut_flag.store(CutReason::SlowConsumer as u64, Ordering::Release);
-                        self.metrics
-                            .watch_slow_consumers
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.watch_slow_consumers.inc();
                         cut.push(id);
                     }
                     // The stream is going away; its registration goes with it.
@@ -663,7 +657,7 @@ mod tests {
             slow.rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
-        assert_eq!(h.metrics.watch_slow_consumers.load(Ordering::Relaxed), 1);
+        assert_eq!(h.metrics.watch_slow_consumers.get(), 1);
     }
 
     #[test]

@@ -18,7 +18,6 @@ use axum::response::sse::Event;
 use keeper_store::{ChangesRead, Store};
 use keeper_zab::Zxid;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -144,9 +143,7 @@ impl EventStream {
     /// Reads one chunk of history after `position` into `pending`; an empty
     /// chunk ends the replay.
     fn read_history(&mut self) -> Result<(), HistoryError> {
-        self.metrics
-            .watch_replay_reads
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.watch_replay_reads.inc();
         let changes = match self.store.read_changes(self.position, self.replay_chunk) {
             Ok(ChangesRead::Changes(changes)) => changes,
             Ok(ChangesRead::Compacted { floor }) => return Err(HistoryError::Compacted(floor)),
@@ -227,9 +224,7 @@ impl EventStream {
             let wire = WireEvent::change(event, self.spec.with_data, self.spec.with_data);
             self.push(&wire, n + 1 == count);
         }
-        self.metrics
-            .watch_events_sent
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.metrics.watch_events_sent.inc_by(count as u64);
         self.position = zxid;
     }
 

@@ -372,87 +372,92 @@ impl Proposer for ZabProposer {
         }))
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    fn encode_metrics(
+        &self,
+        encoder: &mut crate::metrics::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{encode_counter, encode_gauge_f64, zxid_gauge, EncodeMetric};
         let m = &self.shared.metrics;
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let counters: [(&str, &str, u64); 9] = [
             (
-                "keeper_zab_proposals_total",
+                "keeper_zab_proposals",
                 "Entries proposed by this member as leader.",
-                &m.proposals,
+                load(&m.proposals),
             ),
             (
-                "keeper_zab_proposal_batches_total",
+                "keeper_zab_proposal_batches",
                 "Proposal batches (one append each).",
-                &m.batches,
+                load(&m.batches),
             ),
             (
-                "keeper_zab_forwarded_total",
+                "keeper_zab_forwarded",
                 "Writes proposed on behalf of followers.",
-                &m.forwarded,
+                load(&m.forwarded),
             ),
             (
-                "keeper_zab_fsyncs_total",
+                "keeper_zab_fsyncs",
                 "Log fsyncs (group commits).",
-                &m.fsyncs,
-            ),
-            ("keeper_zab_fsync_seconds_sum", "", &m.fsync_us_total),
-            (
-                "keeper_zab_commit_latency_seconds_sum",
-                "",
-                &m.commit_latency_us_total,
+                load(&m.fsyncs),
             ),
             (
-                "keeper_zab_snapshots_sent_total",
+                "keeper_zab_commits_timed",
+                "Commits whose latency is in keeper_zab_commit_latency_microseconds_total.",
+                load(&m.commits_timed),
+            ),
+            (
+                "keeper_zab_snapshots_sent",
                 "Snapshots streamed to followers (SNAP).",
-                &m.snapshots_sent,
+                load(&m.snapshots_sent),
             ),
             (
-                "keeper_zab_snapshots_installed_total",
+                "keeper_zab_snapshots_installed",
                 "Snapshots installed from the leader.",
-                &m.snapshots_installed,
+                load(&m.snapshots_installed),
             ),
             (
-                "keeper_zab_leader_changes_total",
+                "keeper_zab_leader_changes",
                 "Times the known leader changed.",
-                &m.leader_changes,
+                load(&m.leader_changes),
+            ),
+            (
+                "keeper_zab_fsync_microseconds",
+                "Total time spent in log fsyncs, in microseconds (divide by keeper_zab_fsyncs_total for the mean).",
+                load(&m.fsync_us_total),
             ),
         ];
         for (name, help, v) in counters {
-            let v = v.load(Ordering::Relaxed);
-            if name.ends_with("_seconds_sum") {
-                let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
-            } else {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-                );
-            }
+            encode_counter(encoder, name, help, v)?;
         }
-        let _ = writeln!(
-            out,
-            "keeper_zab_commits_timed_total {}",
-            m.commits_timed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keeper_zab_fsync_seconds_max Longest log fsync so far.\n# TYPE keeper_zab_fsync_seconds_max gauge\nkeeper_zab_fsync_seconds_max {}",
-            m.fsync_us_max.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let st = self.status();
-        let is_leader = u8::from(st.role == Role::Leader);
-        let _ = writeln!(out, "# HELP keeper_is_leader 1 on the established leader.\n# TYPE keeper_is_leader gauge\nkeeper_is_leader {is_leader}");
-        let _ = writeln!(out, "# HELP keeper_last_logged_zxid Last zxid in the log.\n# TYPE keeper_last_logged_zxid gauge\nkeeper_last_logged_zxid {}", st.last_logged_zxid);
+        encode_counter(
+            encoder,
+            "keeper_zab_commit_latency_microseconds",
+            "Total time from proposal to commit of timed commits, in microseconds (divide by keeper_zab_commits_timed_total for the mean).",
+            load(&m.commit_latency_us_total),
+        )?;
+        encode_gauge_f64(
+            encoder,
+            "keeper_zab_fsync_max_seconds",
+            "Longest log fsync so far, in seconds.",
+            load(&m.fsync_us_max) as f64 / 1e6,
+        )?;
         let lag = self.follower_acked();
         if !lag.is_empty() {
-            let _ = writeln!(out, "# HELP keeper_follower_acked_zxid Last zxid each follower acknowledged (leader only).\n# TYPE keeper_follower_acked_zxid gauge");
+            let family = prometheus_client::metrics::gauge::ConstGauge::new(0i64);
+            let mut metric = encoder.encode_descriptor(
+                "keeper_follower_acked_zxid",
+                "Last zxid each follower acknowledged (leader only).",
+                None,
+                family.metric_type(),
+            )?;
             for (id, acked) in lag {
-                let _ = writeln!(
-                    out,
-                    "keeper_follower_acked_zxid{{follower=\"{id}\"}} {acked}"
-                );
+                let labels = [("follower", id.to_string())];
+                let sample = metric.encode_family(&labels)?;
+                prometheus_client::metrics::gauge::ConstGauge::new(zxid_gauge(acked))
+                    .encode(sample)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -600,7 +605,10 @@ impl Driver {
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => {
-                        if *shutdown.borrow() { return Ok(()); }
+                        if *shutdown.borrow() {
+                            self.announce_leaving();
+                            return Ok(());
+                        }
                     }
                     r = persisted.recv() => match r {
                         Some(Ok(p)) => self.on_persisted(p).await?,
@@ -691,11 +699,35 @@ impl Driver {
         }
     }
 
+    /// Drain: a leader that is stopping tells its followers, so they elect a new
+    /// leader at once (see `Core::leader_left`). The core takes no step after
+    /// this, so the stopping member cannot be elected again meanwhile.
+    fn announce_leaving(&self) {
+        if self.known.0 != keeper_zab::Role::Leading {
+            return;
+        }
+        let mut told = 0;
+        for m in &self.opts.members {
+            if m.id != self.opts.id && self.peers.send(m.id, PeerMsg::Leaving).is_ok() {
+                told += 1;
+            }
+        }
+        tracing::info!(followers = told, "leader stepping down: shutting down");
+    }
+
     async fn on_peer_msg(&mut self, from: NodeId, msg: PeerMsg) -> Result<(), Fatal> {
         if self.known.1 == Some(from) {
             self.keepalives.heard_from_leader(Instant::now());
         }
         match msg {
+            PeerMsg::Leaving => {
+                tracing::info!(
+                    leader = from,
+                    "the leader is shutting down; electing a new one"
+                );
+                let actions = self.core.leader_left(from);
+                self.execute(actions).await
+            }
             PeerMsg::Zab(m) => {
                 let actions = self.core.step(&StoreLog(&self.store), from, m)?;
                 self.execute(actions).await

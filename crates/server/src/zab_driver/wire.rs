@@ -39,4 +39,7 @@ pub enum PeerMsg {
     SnapChunk { file: String, data: Bytes },
     /// The stream is complete: `files` files, `bytes` bytes in all.
     SnapEnd { zxid: Zxid, files: u32, bytes: u64 },
+    /// Leader to followers: I am shutting down (drain); elect a new leader now
+    /// rather than after an election timeout.
+    Leaving,
 }

@@ -90,7 +90,7 @@ impl Core {
     }
 
     /// Leaves the leader and looks for a new one.
-    fn abandon_leader(&mut self) {
+    pub(super) fn abandon_leader(&mut self) {
         self.enter_looking(true);
     }
 

@@ -223,6 +223,17 @@ impl Core {
         self.take()
     }
 
+    /// Follower: the leader `from` announced that it is shutting down (a drain,
+    /// e.g. SIGTERM in a rolling restart). A follower of `from` looks for a new
+    /// leader at once instead of after its election timeout. Anything else ignores
+    /// it. Always safe: it is exactly what the election timeout would do later.
+    pub fn leader_left(&mut self, from: NodeId) -> Vec<Action> {
+        if matches!(&self.role, RoleState::Following(f) if f.leader == from) {
+            self.abandon_leader();
+        }
+        self.take()
+    }
+
     /// Leader: the driver finished streaming the snapshot at `zxid` to `to`
     /// (after an [`Action::SendSnapshot`]). The core sends the entries after
     /// `zxid` and NEWLEADER.

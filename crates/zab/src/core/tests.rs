@@ -1052,6 +1052,31 @@ fn follower_resends_followerinfo_until_the_leader_answers() {
     }
 }
 
+#[test]
+fn follower_looks_for_a_new_leader_at_once_when_its_leader_leaves() {
+    let mut log = MemLog::new();
+    let mut c = synced_follower(&mut log);
+    // A member that is not its leader leaving changes nothing.
+    assert!(c.leader_left(3).is_empty());
+    assert_eq!(c.role(), Role::Following);
+    c.tick(&log).unwrap();
+    let a = c.leader_left(1);
+    assert_eq!(
+        a[0],
+        Action::RoleChanged {
+            role: Role::Looking,
+            leader: None,
+            epoch: 0,
+            serving: false
+        }
+    );
+    assert_eq!(c.role(), Role::Looking);
+    // It votes right away, without waiting for an election timeout.
+    assert!(sends(&a)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Notification { .. })));
+}
+
 fn big_entry(c: u32, bytes: usize) -> Entry {
     Entry {
         zxid: z(1, c),

@@ -3,7 +3,8 @@
 //! Starts `keeper` on a free port with a temp data dir, runs `keeper-bench --json` for about
 //! a second per op (set, get, lget, create) and checks that requests went through without
 //! errors. Both processes are killed by PID on drop (also when an assertion fails), and
-//! every wait is bounded.
+//! every wait is bounded. `keeper` belongs to another package: it is found next to this
+//! test's target directory (or `KEEPER_BIN`), and built first if it is missing.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,28 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The `keeper` binary of this build profile (`target/<profile>/keeper`), built if missing.
+fn keeper_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("KEEPER_BIN") {
+        return p.into();
+    }
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_keeper-bench"));
+    let profile_dir = bench
+        .parent()
+        .expect("keeper-bench lives in target/<profile>");
+    let bin = profile_dir.join("keeper");
+    if !bin.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "keeper-server", "--bin", "keeper"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building keeper failed");
+    }
+    bin
 }
 
 fn free_port() -> u16 {
@@ -48,7 +71,7 @@ fn healthy(addr: SocketAddr) -> bool {
 fn start_keeper(data_dir: &std::path::Path) -> (KillOnDrop, SocketAddr) {
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_keeper"))
+    let child = Command::new(keeper_bin())
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--client-addr")
