@@ -39,7 +39,7 @@ impl prometheus_client::collector::Collector for StateCollector {
         let status = state.proposer.status();
         let gauges: [(&str, &str, i64); 9] = [
             (
-                "keeper_watch_streams",
+                "keeper_watch_streams_open",
                 "Event streams and waiting one-shot watches open on this member.",
                 i64::try_from(state.watches.open()).unwrap_or(i64::MAX),
             ),
