@@ -121,6 +121,16 @@ pub struct Config {
     pub log_segment_bytes: u64,
     /// Cluster only: size of one snapshot chunk on the peer link, in bytes.
     pub snapshot_chunk_bytes: usize,
+    /// Cluster only: most snapshot bytes in flight to a follower and not yet
+    /// acknowledged as written (flow control); at least one chunk.
+    pub snapshot_window_bytes: u64,
+    /// Cluster only: a snapshot stream whose receiver acknowledges nothing
+    /// for this long fails (the follower rejoins and gets a new one), in ms.
+    pub snapshot_stall_timeout_ms: u64,
+    /// Cluster only: most bytes of peer messages a follower holds while it
+    /// installs a snapshot (handled in order afterwards; beyond this they
+    /// are dropped, which ZAB treats as message loss).
+    pub snapshot_install_stash_bytes: u64,
 }
 
 impl Default for Config {
@@ -157,6 +167,9 @@ impl Default for Config {
             log_retain_entries: 100_000,
             log_segment_bytes: store.log_segment_bytes,
             snapshot_chunk_bytes: 1 << 20,
+            snapshot_window_bytes: 8 << 20,
+            snapshot_stall_timeout_ms: 10_000,
+            snapshot_install_stash_bytes: 64 << 20,
         }
     }
 }
@@ -238,6 +251,12 @@ impl Config {
             ("log_retain_entries", self.log_retain_entries),
             ("log_segment_bytes", self.log_segment_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            ("snapshot_window_bytes", self.snapshot_window_bytes),
+            ("snapshot_stall_timeout_ms", self.snapshot_stall_timeout_ms),
+            (
+                "snapshot_install_stash_bytes",
+                self.snapshot_install_stash_bytes,
+            ),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
             ("max_session_timeout_ms", self.max_session_timeout_ms),
@@ -261,6 +280,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "max_data_bytes ({}) is above max_request_bytes ({}): such data could never be sent",
                 self.max_data_bytes, self.max_request_bytes
+            )));
+        }
+        if self.snapshot_window_bytes < self.snapshot_chunk_bytes as u64 {
+            return Err(ConfigError(format!(
+                "snapshot_window_bytes ({}) is below snapshot_chunk_bytes ({}): a stream could never send",
+                self.snapshot_window_bytes, self.snapshot_chunk_bytes
             )));
         }
         if self.max_data_bytes > u32::MAX as usize {
@@ -327,6 +352,9 @@ mod tests {
             Box::new(|c| c.session_tick_ms = 0),
             Box::new(|c| c.min_session_timeout_ms = c.max_session_timeout_ms + 1),
             Box::new(|c| c.max_data_bytes = c.max_request_bytes + 1),
+            Box::new(|c| c.snapshot_window_bytes = c.snapshot_chunk_bytes as u64 - 1),
+            Box::new(|c| c.snapshot_stall_timeout_ms = 0),
+            Box::new(|c| c.snapshot_install_stash_bytes = 0),
             Box::new(|c| c.peers = PeerSpec::parse_list("2=a:1,3=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,1=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,2=b").unwrap()),

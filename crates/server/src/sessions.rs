@@ -245,6 +245,12 @@ impl Sessions {
 
     /// Keeps a session alive; returns its timeout. Unknown or expired: 410.
     pub fn keepalive(&self, id: SessionId) -> Result<u64, ApiError> {
+        if self.proposer.failed() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this member failed; try another member",
+            ));
+        }
         if !self.proposer.is_leader() {
             // A follower answers from its own applied state and relays the
             // keepalive to the leader, which owns the deadlines.

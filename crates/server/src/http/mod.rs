@@ -82,6 +82,7 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && !self.applied.has_failed()
+            && !self.proposer.failed()
             && self.proposer.status().has_leader()
     }
 }
