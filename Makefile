@@ -6,10 +6,15 @@ DATA_DIR ?= ./data
 CLIENT_ADDR ?= 127.0.0.1:7181
 SEEDS ?= 10000
 SEED_START ?= 0
+CHAOS_RUNS ?= 20
+CHAOS_SECS ?= 60
+CHAOS_SCHEDULE ?= all
+CHAOS_MEMBERS ?= 3
+CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim bench cluster cluster-stop clean
+.PHONY: deps build run test lint fmt sim bench chaos cluster cluster-stop clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
@@ -42,6 +47,15 @@ sim:
 ## (falls back to a standalone member, loudly, when no leader is elected). See scripts/bench.sh.
 bench: deps
 	./scripts/bench.sh
+
+## chaos: the chaos campaign: $(CHAOS_RUNS) runs of $(CHAOS_SECS) s on real $(CHAOS_MEMBERS)-member
+## clusters, cycling through the nemesis schedules $(CHAOS_SCHEDULE); every history checked.
+## A violation prints its seed and reproduce command and fails the target. See docs/testing.md.
+chaos: deps
+	$(CARGO) build --release -j$(JOBS) -p keeper-server --bin keeper -p keeper-tests --bin keeper-chaos
+	$(TARGET_DIR)/release/keeper-chaos --runs $(CHAOS_RUNS) --duration-secs $(CHAOS_SECS) \
+		--members $(CHAOS_MEMBERS) --schedule $(CHAOS_SCHEDULE) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
+		--out $(TARGET_DIR)/chaos
 
 ## cluster: start a local 3-member cluster (client ports 7181-7183, state in ./.cluster).
 cluster: deps

@@ -4,10 +4,24 @@
 //! run time, each with its own data directory under one temp dir. Tests kill
 //! (`SIGKILL`), stop (`SIGTERM`), restart and wipe members by PID, and every
 //! process the harness started is killed when the `Cluster` is dropped, also
-//! when a test panics.
+//! when a test panics. A cluster started with [`ClusterOptions::proxied`] routes
+//! every peer link through the fault-injecting proxy of [`proxy`], and members can
+//! also be paused (`SIGSTOP`) and resumed (`SIGCONT`).
+//!
+//! The chaos suite sits on top: [`workload`] drives clients and records a
+//! [`history`], [`nemesis`] injects faults, [`check`] judges the history, and
+//! [`chaos`] runs the whole thing (the `keeper-chaos` binary and
+//! `tests/tests/chaos.rs` call it).
+
+pub mod chaos;
+pub mod check;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod workload;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,12 +34,13 @@ pub fn keeper_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary>
+    let dir = exe.parent().expect("executable has a directory");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    };
     let bin = profile_dir.join("keeper");
     if !bin.exists() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -84,6 +99,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// This member's `--peers` (it differs per member when proxied).
+    peers_flag: String,
+    paused: bool,
 }
 
 impl Member {
@@ -100,13 +118,33 @@ impl Member {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+    /// True while the member is stopped with `SIGSTOP`.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+    /// True when the harness started the member and has not killed it.
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// How to start a [`Cluster`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Number of members (1 runs standalone).
+    pub members: usize,
+    /// Extra command-line flags for every member.
+    pub extra_args: Vec<String>,
+    /// Route every peer link through a fault-injecting [`proxy::Network`]
+    /// (needs a tokio runtime).
+    pub proxied: bool,
 }
 
 /// A set of real `keeper` processes. Size 1 runs standalone (no `--peers`).
 pub struct Cluster {
     pub members: Vec<Member>,
-    peers_flag: String,
     extra_args: Vec<String>,
+    net: Option<proxy::Network>,
     _dir: tempfile::TempDir,
 }
 
@@ -118,6 +156,16 @@ impl Cluster {
 
     /// Starts `n` members with extra command-line flags for every member.
     pub fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
+        Self::start_opts(ClusterOptions {
+            members: n,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            proxied: false,
+        })
+    }
+
+    /// Starts a cluster as `opts` says and returns without waiting for a leader.
+    pub fn start_opts(opts: ClusterOptions) -> Cluster {
+        let n = opts.members;
         let dir = tempfile::Builder::new()
             .prefix("keeper-cluster-")
             .tempdir()
@@ -134,17 +182,45 @@ impl Cluster {
                 log_path: dir.path().join(format!("m{id}.log")),
                 data_dir,
                 child: None,
+                peers_flag: String::new(),
+                paused: false,
             });
         }
-        let peers_flag = members
+        let net = opts.proxied.then(|| {
+            let addrs: Vec<(u64, String)> = members
+                .iter()
+                .map(|m| (m.id, m.peer_addr.clone()))
+                .collect();
+            proxy::Network::start(&addrs)
+        });
+        // Member i dials every larger member j (the peer transport's rule), through
+        // proxy(i→j) when proxied; its own and smaller members' entries are never dialed.
+        let flags: Vec<String> = members
             .iter()
-            .map(|m| format!("{}={}", m.id, m.peer_addr))
-            .collect::<Vec<_>>()
-            .join(",");
+            .map(|me| {
+                members
+                    .iter()
+                    .map(|m| {
+                        let addr = match &net {
+                            Some(net) if me.id < m.id => net
+                                .dial_addr(me.id, m.id)
+                                .expect("a proxy per pair")
+                                .to_string(),
+                            _ => m.peer_addr.clone(),
+                        };
+                        format!("{}={addr}", m.id)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        for (m, flag) in members.iter_mut().zip(flags) {
+            m.peers_flag = flag;
+        }
         let mut cluster = Cluster {
             members,
-            peers_flag,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args: opts.extra_args,
+            net,
             _dir: dir,
         };
         for id in 1..=n as u64 {
@@ -167,13 +243,23 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no member {id}"))
     }
 
+    /// The fault-injecting proxies of a proxied cluster.
+    pub fn net(&self) -> Option<&proxy::Network> {
+        self.net.as_ref()
+    }
+
+    /// Ids of every member.
+    pub fn ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
     /// Starts member `id` (which must not be running).
     pub fn spawn(&mut self, id: u64) {
         let standalone = self.members.len() == 1;
-        let peers = self.peers_flag.clone();
         let extra = self.extra_args.clone();
         let bin = keeper_bin();
         let m = self.member_mut(id);
+        let peers = m.peers_flag.clone();
         assert!(m.child.is_none(), "member {id} already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -202,21 +288,44 @@ impl Cluster {
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
         m.child = Some(cmd.spawn().expect("spawn keeper"));
+        m.paused = false;
     }
 
     /// `kill -9` member `id` and reap it.
     pub fn kill(&mut self, id: u64) {
         let m = self.member_mut(id);
+        m.paused = false;
         if let Some(mut c) = m.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
+    /// Stops member `id` with `SIGSTOP` (no-op if it is not running).
+    pub fn pause(&mut self, id: u64) {
+        let m = self.member_mut(id);
+        if let Some(pid) = m.pid() {
+            send_signal(pid, libc::SIGSTOP);
+            m.paused = true;
+        }
+    }
+
+    /// Resumes a paused member with `SIGCONT`.
+    pub fn resume(&mut self, id: u64) {
+        let m = self.member_mut(id);
+        if let Some(pid) = m.pid() {
+            send_signal(pid, libc::SIGCONT);
+        }
+        m.paused = false;
+    }
+
     /// SIGTERM member `id` and wait (bounded) for it to exit; returns its exit code.
     pub fn stop(&mut self, id: u64, timeout: Duration) -> Option<i32> {
         let m = self.member_mut(id);
         let mut c = m.child.take()?;
+        if std::mem::take(&mut m.paused) {
+            send_signal(c.id(), libc::SIGCONT);
+        }
         send_signal(c.id(), libc::SIGTERM);
         let deadline = Instant::now() + timeout;
         loop {
@@ -298,6 +407,11 @@ impl Cluster {
                 self.describe().await
             ),
         }
+    }
+
+    /// Where member `id` writes its stdout and stderr.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.member(id).log_path.clone()
     }
 
     /// The last lines of a member's log (for failure messages).

@@ -79,6 +79,19 @@ pub struct Config {
     pub max_inflight_proposals: usize,
     /// Most entries appended (and fsynced) together in one group commit.
     pub max_batch_entries: usize,
+    /// Most bytes in one proposal batch, in one message of forwarded writes
+    /// and in one DIFF message, each entry counted as its encoded size plus
+    /// `keeper_zab::ENTRY_OVERHEAD_BYTES`. A single write larger than this is
+    /// refused (413); `validate` makes sure every accepted request fits.
+    pub max_batch_bytes: usize,
+    /// Cluster only: largest message on a peer link (one frame's payload),
+    /// in bytes. Must exceed `max_batch_bytes` and `snapshot_chunk_bytes`
+    /// by [`PEER_MESSAGE_OVERHEAD_BYTES`].
+    pub max_frame_bytes: usize,
+    /// Cluster only: a follower missing more log bytes than this (counted
+    /// as for `max_batch_bytes`) catches up by snapshot instead of DIFF: the
+    /// leader holds a whole DIFF in memory while it sends it.
+    pub max_diff_bytes: usize,
     /// HTTP requests served at the same time; further requests wait.
     pub max_concurrent_requests: usize,
     /// Longest time one HTTP request may take, in ms (504 Timeout after).
@@ -149,6 +162,9 @@ impl Default for Config {
             max_ops_per_txn: 1000,
             max_inflight_proposals: 10_000,
             max_batch_entries: 1000,
+            max_batch_bytes: 8 << 20,
+            max_frame_bytes: 16 << 20,
+            max_diff_bytes: 128 << 20,
             max_concurrent_requests: 1024,
             request_timeout_ms: 30_000,
             min_zxid_wait_ms: 5_000,
@@ -173,6 +189,15 @@ impl Default for Config {
         }
     }
 }
+
+/// What a peer message adds to the entries or chunk it carries, at most
+/// (message tags, epoch, counts, a snapshot file's name), in bytes.
+pub const PEER_MESSAGE_OVERHEAD_BYTES: usize = 4096;
+
+/// What a log entry adds to the request it was made from, at most: its
+/// timestamp and the txn's tags. An entry's binary ops are never larger
+/// than their JSON, but a node's path comes in the URL, not the body.
+pub const ENTRY_ENVELOPE_BYTES: usize = 64;
 
 /// Checks that `addr` looks like `HOST:PORT` with a numeric port.
 fn validate_host_port(name: &str, addr: &str) -> Result<(), ConfigError> {
@@ -239,6 +264,9 @@ impl Config {
             ("max_ops_per_txn", self.max_ops_per_txn as u64),
             ("max_inflight_proposals", self.max_inflight_proposals as u64),
             ("max_batch_entries", self.max_batch_entries as u64),
+            ("max_batch_bytes", self.max_batch_bytes as u64),
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("max_diff_bytes", self.max_diff_bytes as u64),
             (
                 "max_concurrent_requests",
                 self.max_concurrent_requests as u64,
@@ -290,6 +318,58 @@ impl Config {
         }
         if self.max_data_bytes > u32::MAX as usize {
             return Err(ConfigError("max_data_bytes must fit in u32".into()));
+        }
+        self.validate_message_sizes()
+    }
+
+    /// The byte bounds of batches, DIFFs and peer messages fit each other:
+    /// every write the HTTP layer accepts (and every reap the server makes)
+    /// fits in one batch, and a full batch, DIFF message or snapshot chunk
+    /// fits in one peer frame.
+    fn validate_message_sizes(&self) -> Result<(), ConfigError> {
+        let entry = keeper_zab::wire_bytes(
+            self.max_request_bytes
+                .saturating_add(self.max_path_bytes)
+                .saturating_add(ENTRY_ENVELOPE_BYTES),
+        );
+        if entry > self.max_batch_bytes {
+            return Err(ConfigError(format!(
+                "max_batch_bytes ({}) must hold the largest write: max_request_bytes + max_path_bytes + {} = {entry}",
+                self.max_batch_bytes,
+                ENTRY_ENVELOPE_BYTES + keeper_zab::ENTRY_OVERHEAD_BYTES
+            )));
+        }
+        // A reap names up to max_reap_batch paths (each with its czxid).
+        let reap = keeper_zab::wire_bytes(
+            self.max_reap_batch
+                .saturating_mul(self.max_path_bytes.saturating_add(16))
+                .saturating_add(ENTRY_ENVELOPE_BYTES),
+        );
+        if reap > self.max_batch_bytes {
+            return Err(ConfigError(format!(
+                "max_batch_bytes ({}) must hold a reap of max_reap_batch paths of max_path_bytes ({reap})",
+                self.max_batch_bytes
+            )));
+        }
+        for (name, bytes) in [
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+        ] {
+            if bytes.saturating_add(PEER_MESSAGE_OVERHEAD_BYTES) > self.max_frame_bytes {
+                return Err(ConfigError(format!(
+                    "{name} ({bytes}) + {PEER_MESSAGE_OVERHEAD_BYTES} is above max_frame_bytes ({}): such a message could never be sent",
+                    self.max_frame_bytes
+                )));
+            }
+        }
+        if self.max_frame_bytes > u32::MAX as usize {
+            return Err(ConfigError("max_frame_bytes must fit in u32".into()));
+        }
+        if self.max_diff_bytes < self.max_batch_bytes {
+            return Err(ConfigError(format!(
+                "max_diff_bytes ({}) is below max_batch_bytes ({})",
+                self.max_diff_bytes, self.max_batch_bytes
+            )));
         }
         Ok(())
     }
@@ -355,6 +435,13 @@ mod tests {
             Box::new(|c| c.snapshot_window_bytes = c.snapshot_chunk_bytes as u64 - 1),
             Box::new(|c| c.snapshot_stall_timeout_ms = 0),
             Box::new(|c| c.snapshot_install_stash_bytes = 0),
+            Box::new(|c| c.max_batch_bytes = 0),
+            Box::new(|c| c.max_batch_bytes = c.max_request_bytes),
+            Box::new(|c| c.max_frame_bytes = c.max_batch_bytes),
+            Box::new(|c| c.snapshot_chunk_bytes = c.max_frame_bytes),
+            Box::new(|c| c.max_frame_bytes = u32::MAX as usize + 1),
+            Box::new(|c| c.max_diff_bytes = c.max_batch_bytes - 1),
+            Box::new(|c| c.max_reap_batch = 10_000),
             Box::new(|c| c.peers = PeerSpec::parse_list("2=a:1,3=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,1=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,2=b").unwrap()),
@@ -364,6 +451,32 @@ mod tests {
             mutate(&mut c);
             assert!(c.validate().is_err(), "case {i} should be refused: {c:?}");
         }
+    }
+
+    /// Issue 9, problem 11: the byte bounds fit each other. The largest
+    /// accepted write fits a batch; a batch fits a peer frame.
+    #[test]
+    fn the_largest_write_fits_a_batch_and_a_batch_fits_a_frame() {
+        let c = Config::default();
+        let largest_write =
+            keeper_zab::wire_bytes(c.max_request_bytes + c.max_path_bytes + ENTRY_ENVELOPE_BYTES);
+        assert!(largest_write <= c.max_batch_bytes);
+        assert!(c.max_batch_bytes + PEER_MESSAGE_OVERHEAD_BYTES <= c.max_frame_bytes);
+        assert!(c.snapshot_chunk_bytes + PEER_MESSAGE_OVERHEAD_BYTES <= c.max_frame_bytes);
+        // Raising the request limit alone is refused until the batch grows.
+        let c = Config {
+            max_request_bytes: 16 << 20,
+            max_data_bytes: 16 << 20,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_batch_bytes: 17 << 20,
+            max_frame_bytes: 18 << 20,
+            max_diff_bytes: 128 << 20,
+            ..c
+        };
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

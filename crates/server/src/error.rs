@@ -161,6 +161,7 @@ impl From<ProposeError> for ApiError {
         let code = match e {
             ProposeError::Unavailable(_) => ErrorCode::Unavailable,
             ProposeError::Storage(_) => ErrorCode::Internal,
+            ProposeError::TooLarge(_) => ErrorCode::TooLarge,
         };
         ApiError::new(code, e.to_string())
     }

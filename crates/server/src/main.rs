@@ -73,6 +73,15 @@ struct ServerArgs {
     /// Most entries per group commit (one fsync).
     #[arg(long, env = "KEEPER_MAX_BATCH_ENTRIES", value_name = "N")]
     max_batch_entries: Option<usize>,
+    /// Most bytes in one proposal batch, forwarded-writes message or DIFF message.
+    #[arg(long, env = "KEEPER_MAX_BATCH_BYTES", value_name = "BYTES")]
+    max_batch_bytes: Option<usize>,
+    /// Largest message on a peer link, in bytes.
+    #[arg(long, env = "KEEPER_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// A follower missing more log bytes than this catches up by snapshot.
+    #[arg(long, env = "KEEPER_MAX_DIFF_BYTES", value_name = "BYTES")]
+    max_diff_bytes: Option<usize>,
     /// HTTP requests served concurrently; more wait.
     #[arg(long, env = "KEEPER_MAX_CONCURRENT_REQUESTS", value_name = "N")]
     max_concurrent_requests: Option<usize>,
@@ -150,6 +159,9 @@ fn defaults() -> Vec<(&'static str, String)> {
             d.max_inflight_proposals.to_string(),
         ),
         ("max_batch_entries", d.max_batch_entries.to_string()),
+        ("max_batch_bytes", d.max_batch_bytes.to_string()),
+        ("max_frame_bytes", d.max_frame_bytes.to_string()),
+        ("max_diff_bytes", d.max_diff_bytes.to_string()),
         (
             "max_concurrent_requests",
             d.max_concurrent_requests.to_string(),
@@ -229,6 +241,9 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         max_ops_per_txn,
         max_inflight_proposals,
         max_batch_entries,
+        max_batch_bytes,
+        max_frame_bytes,
+        max_diff_bytes,
         max_concurrent_requests,
         request_timeout_ms,
         min_zxid_wait_ms,

@@ -12,7 +12,25 @@ use std::time::Duration;
 
 /// Request counts: route pattern -> method -> status. Nested so that the
 /// hot path looks up borrowed strings (no allocation) under a read lock.
-type RequestCounts = HashMap<String, HashMap<String, HashMap<u16, AtomicU64>>>;
+/// Every level is bounded: routes are the router's patterns (or
+/// `unmatched`), methods one of [`METHODS`] or `OTHER`, statuses what the
+/// server answers.
+type RequestCounts = HashMap<String, HashMap<&'static str, HashMap<u16, AtomicU64>>>;
+
+/// The HTTP methods counted by name; any other (a client can send any
+/// token) counts as `OTHER`, so a client cannot grow the metrics.
+pub const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The label a request's method is counted under.
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
+}
 
 /// A fixed-bucket histogram (cumulative on render, as Prometheus wants).
 pub struct Histogram {
@@ -112,9 +130,11 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Counts one HTTP request by route pattern, method and status.
+    /// Counts one HTTP request by route pattern, method (see [`METHODS`])
+    /// and status.
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.request_seconds.observe(elapsed.as_secs_f64());
+        let method = method_label(method);
         {
             let map = self.requests.read().unwrap_or_else(|p| p.into_inner());
             let counter = map
@@ -129,7 +149,7 @@ impl Metrics {
         let mut map = self.requests.write().unwrap_or_else(|p| p.into_inner());
         map.entry(route.to_string())
             .or_default()
-            .entry(method.to_string())
+            .entry(method)
             .or_default()
             .entry(status)
             .or_insert_with(|| AtomicU64::new(0))
@@ -268,5 +288,36 @@ mod tests {
         ));
         assert!(text.contains("keeper_applied_zxid 9"));
         assert!(text.contains("keeper_znodes 3"));
+    }
+
+    /// Issue 9, problem 13: request counts were keyed by the client-supplied
+    /// method, so a client sending ever new method tokens grew them forever.
+    #[test]
+    fn request_metrics_stay_bounded_whatever_methods_clients_send() {
+        let m = Metrics::default();
+        for i in 0..10_000 {
+            m.record_request("unmatched", &format!("X{i}"), 405, Duration::ZERO);
+        }
+        m.record_request("unmatched", "DELETE", 405, Duration::ZERO);
+        let text = m.render(Gauges::default());
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keeper_http_requests_total{"))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "keeper_http_requests_total{route=\"unmatched\",method=\"DELETE\",status=\"405\"} 1",
+                "keeper_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 10000",
+            ]
+        );
+        let methods: usize = m
+            .requests
+            .read()
+            .unwrap()
+            .values()
+            .map(|by_method| by_method.len())
+            .sum();
+        assert_eq!(methods, 2);
     }
 }

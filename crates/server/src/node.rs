@@ -346,6 +346,7 @@ async fn start_cluster(
             .iter()
             .map(|p| (p.id, p.addr.clone()))
             .collect(),
+        max_frame_bytes: config.max_frame_bytes,
         ..PeerConfig::default()
     };
     let (peers, events) = PeerNetwork::<PeerMsg>::start(peer_config, listener)
@@ -354,6 +355,9 @@ async fn start_cluster(
         election_timeout_ticks: config.election_timeout_ticks,
         step_down_ticks: config.step_down_ticks,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
+        max_sync_batch_bytes: config.max_batch_bytes,
+        max_diff_bytes: config.max_diff_bytes,
         ..keeper_zab::Config::default()
     };
     let seed = config.id
@@ -381,6 +385,7 @@ async fn start_cluster(
         zab,
         max_inflight_proposals: config.max_inflight_proposals,
         max_batch_entries: config.max_batch_entries,
+        max_batch_bytes: config.max_batch_bytes,
         max_pending_forwards: config.max_pending_forwards,
         max_keepalive_batch: 4096,
         snapshot_chunk_bytes: config.snapshot_chunk_bytes,

@@ -40,6 +40,10 @@ pub enum ProposeError {
     /// This member's storage failed; it cannot write or apply any more.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The txn is larger than any log entry may be (`max_batch_bytes`):
+    /// not committed, and retrying cannot help.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 /// The role of this member, as shown by `/v1/cluster`.

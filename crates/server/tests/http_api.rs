@@ -607,6 +607,80 @@ async fn min_zxid_header_waits_times_out_or_is_refused() {
     .await;
 }
 
+/// Issue 9, problem 13: a client sending made-up methods grew the request
+/// metrics by one series per method; they all count as `OTHER`.
+#[tokio::test]
+async fn made_up_http_methods_count_as_other_in_metrics() {
+    bounded(T, async {
+        let n = TestNode::start().await;
+        for i in 0..50 {
+            let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+            let r = n.call(method, "/v1/nodes/x", None).await;
+            assert_eq!(r.status, 405, "{}", r.text);
+        }
+        let text = n.call(Method::GET, "/metrics", None).await.text;
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keeper_http_requests_total{") && !l.contains("method=\"GET\""))
+            .collect();
+        assert_eq!(
+            series,
+            vec!["keeper_http_requests_total{route=\"/v1/nodes/{*path}\",method=\"OTHER\",status=\"405\"} 50"],
+            "{text}"
+        );
+        n.shutdown().await;
+    })
+    .await;
+}
+
+/// Issue 9, problem 13: `/v1/cluster/digest` answers under a steady write
+/// load (it used to rescan until no write landed during a scan).
+#[tokio::test]
+async fn digest_answers_under_a_steady_write_load() {
+    bounded(T, async {
+        let n = std::sync::Arc::new(TestNode::start().await);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (n, stop) = (n.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = n
+                        .call(
+                            Method::POST,
+                            &format!("/v1/nodes/w{w}-{i}"),
+                            Some(json!({})),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{}", r.text);
+                    i += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for _ in 0..20 {
+            let r = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                n.call(Method::GET, "/v1/cluster/digest", None),
+            )
+            .await
+            .expect("digest answers under load");
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert!(r.json["digest"].as_u64().is_some());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        match std::sync::Arc::try_unwrap(n) {
+            Ok(n) => n.shutdown().await,
+            Err(_) => panic!("writers still hold the node"),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sync_cluster_health_ready_and_metrics() {
     bounded(T, async {

@@ -16,6 +16,8 @@
 //! (empty; stores written before the log moved to `wal` had it there).
 
 mod apply;
+#[cfg(test)]
+mod crash_test;
 mod error;
 mod keys;
 mod log;
@@ -95,6 +97,9 @@ pub struct ZabMeta {
 /// except that `apply` calls must be serialized by the caller (one applier).
 pub struct Store {
     db: DB,
+    /// The options the DB was opened with (they hold its statistics).
+    #[cfg(test)]
+    db_opts: Options,
     config: StoreConfig,
     last_applied: AtomicU64,
     /// A `last_applied` known to be on disk (applies skip the WAL; see
@@ -146,6 +151,9 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        // Tests read RocksDB's tickers (e.g. how many WAL syncs a call made).
+        #[cfg(test)]
+        db_opts.enable_statistics();
         let cfs = ALL_CFS.iter().map(|name| {
             let mut opts = cf_opts.clone();
             if *name == CF_NODES {
@@ -174,6 +182,8 @@ impl Store {
         )?;
         let store = Store {
             db,
+            #[cfg(test)]
+            db_opts,
             config,
             last_applied: AtomicU64::new(0),
             durable_applied: AtomicU64::new(0),
@@ -492,7 +502,19 @@ impl Store {
     /// the wrapping sum of [`node_digest`] over every znode and
     /// [`session_digest`] over every session, read from one snapshot.
     pub fn tree_digest(&self) -> Result<u64, StoreError> {
+        Ok(self.digest_at()?.1)
+    }
+
+    /// [`Store::tree_digest`] and the `last_applied` of the state it sums,
+    /// both read from one RocksDB snapshot (every apply writes the tree and
+    /// `last_applied` in one batch), so they always belong together and a
+    /// concurrent apply never makes the scan start over.
+    pub fn digest_at(&self) -> Result<(Zxid, u64), StoreError> {
         let snap = self.db.snapshot();
+        let applied = match snap.get_cf(self.cf(CF_META)?, META_LAST_APPLIED)? {
+            Some(v) => decode_u64(&v, "last_applied")?,
+            None => 0,
+        };
         let mut sum = 0u64;
         for item in snap.iterator_cf(self.cf(CF_NODES)?, IteratorMode::Start) {
             let (key, value) = item?;
@@ -510,6 +532,13 @@ impl Store {
             };
             sum = sum.wrapping_add(session_digest(&info));
         }
-        Ok(sum)
+        Ok((Zxid(applied), sum))
+    }
+
+    /// How many times RocksDB synced its WAL so far.
+    #[cfg(test)]
+    pub(crate) fn wal_syncs(&self) -> u64 {
+        self.db_opts
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
     }
 }

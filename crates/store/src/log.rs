@@ -59,9 +59,21 @@ impl Store {
 
     /// Log entries with zxid > `after`, ascending, at most `limit` of them.
     pub fn read_log(&self, after: Zxid, limit: usize) -> Result<Vec<(Zxid, Vec<u8>)>, StoreError> {
+        self.read_log_within(after, limit, usize::MAX)
+    }
+
+    /// [`Store::read_log`], and no more than `max_bytes` in all, counted as
+    /// [`keeper_zab::wire_bytes`] of each payload, except that the first
+    /// entry is returned whatever its size.
+    pub fn read_log_within(
+        &self,
+        after: Zxid,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Zxid, Vec<u8>)>, StoreError> {
         Ok(self
             .wal
-            .read(after.0, limit)?
+            .read(after.0, limit, max_bytes)?
             .into_iter()
             .map(|(z, v)| (Zxid(z), v))
             .collect())
@@ -73,11 +85,7 @@ impl Store {
         // The floor comes down first: a crash in between leaves the log as
         // it was (the leader truncates it again), never a floor above it.
         if self.log_floor()? > zxid.0 {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(self.cf(CF_META)?, META_LOG_FLOOR, u64_key(zxid.0));
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            self.db.write_opt(batch, &opts)?;
+            self.put_meta_synced(META_LOG_FLOOR, zxid.0)?;
         }
         self.wal.truncate_after(zxid.0)?;
         self.last_logged
@@ -102,13 +110,16 @@ impl Store {
         if zxid.0 == 0 {
             return Ok(zxid);
         }
-        let Some(removed_max) = self.wal.compact_before(zxid.0)? else {
+        let floor = self.log_floor()?;
+        // The floor is durable before any segment goes (see `Wal::compact_before`).
+        let removed = self.wal.compact_before(zxid.0, |removed_max| {
+            if removed_max > floor {
+                self.put_meta_synced(META_LOG_FLOOR, removed_max)?;
+            }
+            Ok(())
+        })?;
+        if removed.is_none() {
             return Ok(zxid);
-        };
-        if removed_max > self.log_floor()? {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(self.cf(CF_META)?, META_LOG_FLOOR, u64_key(removed_max));
-            self.db.write(batch)?;
         }
         self.last_logged
             .store(self.compute_last_logged()?, Ordering::Release);
@@ -191,6 +202,18 @@ impl Store {
         }
     }
 
+    /// Writes one meta value through RocksDB's WAL with fsync: durable when
+    /// this returns (applies skip the WAL, so an unsynced write could be
+    /// lost by a power failure even after later writes are on disk).
+    fn put_meta_synced(&self, key: &[u8], value: u64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, key, u64_key(value));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
     pub(crate) fn log_floor(&self) -> Result<u64, StoreError> {
         match self.db.get_pinned_cf(self.cf(CF_META)?, META_LOG_FLOOR)? {
             None => Ok(0),
@@ -215,9 +238,60 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::crash_test::{as_crashing_child, crash_in_child};
     use crate::keys::{u64_key, CF_LOG};
-    use crate::{Store, StoreConfig};
+    use crate::{Entry, Store, StoreConfig, Txn};
     use keeper_zab::Zxid;
+
+    fn small_segments() -> StoreConfig {
+        StoreConfig {
+            log_segment_bytes: 100,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Issue 9, problem 9: compaction wrote the log floor with an unsynced
+    /// RocksDB write (and after unlinking the segments it covers).
+    #[test]
+    fn compaction_writes_the_log_floor_synced_and_it_survives_a_crash() {
+        as_crashing_child(|sdir| {
+            let store = Store::open(sdir, small_segments()).unwrap();
+            let noop = Entry {
+                time_ms: 1,
+                txn: Txn::Noop,
+            }
+            .encode();
+            for z in 1..=20u64 {
+                store.append_log(&[(Zxid(z), noop.clone())]).unwrap();
+                store
+                    .apply(Zxid(z), &Entry::decode(&noop).unwrap())
+                    .unwrap();
+            }
+            store.flush_tree().unwrap();
+            let syncs = store.wal_syncs();
+            store.compact_log_before(Zxid(15)).unwrap();
+            assert_eq!(store.wal_syncs(), syncs + 1, "the floor write is synced");
+            let floor = store.log_floor().unwrap();
+            assert!(floor > 0 && floor < 15, "floor {floor}");
+            assert_eq!(store.first_logged(), Some(Zxid(floor + 1)));
+            std::fs::write(sdir.with_extension("floor"), floor.to_string()).unwrap();
+            store
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let sdir = dir.path().join("s");
+        crash_in_child(
+            "log::tests::compaction_writes_the_log_floor_synced_and_it_survives_a_crash",
+            &sdir,
+        );
+        let floor: u64 = std::fs::read_to_string(sdir.with_extension("floor"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let store = Store::open(&sdir, small_segments()).unwrap();
+        assert_eq!(store.log_floor().unwrap(), floor);
+        assert_eq!(store.first_logged(), Some(Zxid(floor + 1)));
+        assert_eq!(store.last_logged(), Zxid(20));
+    }
 
     #[test]
     fn a_log_left_in_rocksdb_by_an_older_version_moves_to_segments_at_open() {

@@ -4,10 +4,12 @@
 //!
 //! Installing in place (rather than swapping the data directory) keeps the
 //! live `Store` that readers hold valid: one synced write batch replaces the
-//! tree, the sessions and their indexes, sets `last_applied` to the
+//! tree, the sessions and their indexes (range deletions over each whole
+//! column family, then the snapshot's keys), sets `last_applied` to the
 //! snapshot's zxid, empties the log and sets its floor to that zxid. Readers
 //! see either the old state or the new one, never a mix; a crash leaves one
-//! of the two. The member's own ZAB epochs are kept.
+//! of the two, whatever of the old state was only in memtables (applies skip
+//! the WAL). The member's own ZAB epochs are kept.
 
 use crate::keys::{
     decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_NODES, CF_SESSIONS, META_LAST_APPLIED,
@@ -20,6 +22,12 @@ use keeper_zab::Zxid;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+
+/// Every key of the column families an install replaces sorts below this:
+/// node keys are UTF-8 paths (no 0xFF byte); session and log keys are 8
+/// bytes (a prefix of it at most); index keys are 8 bytes then a path,
+/// whose first byte is `/`.
+const KEYS_END: [u8; 9] = [0xFF; 9];
 
 impl Store {
     /// One live session, if it exists (a follower answers keepalives from this).
@@ -77,9 +85,18 @@ impl Store {
                 continue;
             }
             let live = self.cf(name)?;
-            // Delete every live key (the spaces are small next to a full copy).
+            // Delete by range over the whole column family, not key by key
+            // from what an iterator sees: applies skip RocksDB's WAL, so a
+            // key deleted since the last flush is hidden by a tombstone that
+            // lives only in the memtable. A crash loses that tombstone, the
+            // key comes back from the table files, and only a range
+            // tombstone in this (WAL-synced) batch still covers it.
+            let everything: (&[u8], &[u8]) = (&[], &KEYS_END);
+            batch.delete_range_cf(live, everything.0, everything.1);
+            // No key of ours sorts at or after KEYS_END (see its docs);
+            // should one exist, it goes too.
             let mut it = self.db.raw_iterator_cf(live);
-            it.seek_to_first();
+            it.seek(KEYS_END);
             while let Some(key) = it.key() {
                 batch.delete_cf(live, key);
                 it.next();
@@ -122,6 +139,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::crash_test::{as_crashing_child, crash_in_child};
     use crate::{Entry, NodeMode, Op, Store, StoreConfig, Txn};
     use bytes::Bytes;
     use keeper_zab::Zxid;
@@ -136,6 +154,126 @@ mod tests {
                 session: 0,
                 ttl_ms: None,
             }),
+        }
+    }
+
+    fn delete(path: &str) -> Entry {
+        Entry {
+            time_ms: 1,
+            txn: Txn::Op(Op::Delete {
+                path: path.into(),
+                version: -1,
+            }),
+        }
+    }
+
+    /// A crashed child really loses what applies wrote since the last flush
+    /// (otherwise the test below could not fail).
+    #[test]
+    fn a_crashed_child_loses_unflushed_applies() {
+        as_crashing_child(|sdir| {
+            let store = Store::open(sdir, StoreConfig::default()).unwrap();
+            store.apply(Zxid::new(1, 1), &create("/a", "x")).unwrap();
+            store.flush_tree().unwrap();
+            store.apply(Zxid::new(1, 2), &create("/b", "y")).unwrap();
+            assert!(store.get("/b").unwrap().is_some());
+            store
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let sdir = dir.path().join("s");
+        crash_in_child(
+            "replication::tests::a_crashed_child_loses_unflushed_applies",
+            &sdir,
+        );
+        let store = Store::open(&sdir, StoreConfig::default()).unwrap();
+        assert_eq!(store.last_applied(), Zxid::new(1, 1));
+        assert!(store.get("/a").unwrap().is_some());
+        assert!(store.get("/b").unwrap().is_none());
+    }
+
+    /// Issue 9, problem 2: a key deleted since the last flush (its tombstone
+    /// only in the memtable, applies skip the WAL) came back after a snapshot
+    /// install and a crash, under the snapshot's `last_applied`.
+    #[test]
+    fn snapshot_install_then_crash_never_brings_deleted_keys_back() {
+        // The follower: "/gone" is in a table file, its delete only in a
+        // memtable when the leader's snapshot (without it) is installed.
+        as_crashing_child(|fdir| {
+            let follower = Store::open(fdir, StoreConfig::default()).unwrap();
+            follower
+                .apply(Zxid::new(1, 1), &create("/gone", "old"))
+                .unwrap();
+            follower.flush_tree().unwrap();
+            follower.apply(Zxid::new(1, 2), &delete("/gone")).unwrap();
+            assert!(follower.get("/gone").unwrap().is_none());
+            let cp = fdir.with_file_name("cp");
+            assert_eq!(follower.install_snapshot(&cp).unwrap(), Zxid::new(1, 5));
+            assert!(follower.get("/gone").unwrap().is_none());
+            follower
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let leader = Store::open(&dir.path().join("leader"), StoreConfig::default()).unwrap();
+        for i in 1..=5u32 {
+            leader
+                .apply(Zxid::new(1, i), &create(&format!("/n{i}"), "v"))
+                .unwrap();
+        }
+        assert_eq!(
+            leader.checkpoint(&dir.path().join("cp")).unwrap(),
+            Zxid::new(1, 5)
+        );
+        let fdir = dir.path().join("f");
+        crash_in_child(
+            "replication::tests::snapshot_install_then_crash_never_brings_deleted_keys_back",
+            &fdir,
+        );
+        let follower = Store::open(&fdir, StoreConfig::default()).unwrap();
+        assert_eq!(follower.last_applied(), Zxid::new(1, 5));
+        assert!(
+            follower.get("/gone").unwrap().is_none(),
+            "a deleted key came back after install and crash"
+        );
+        assert_eq!(
+            follower.tree_digest().unwrap(),
+            leader.tree_digest().unwrap()
+        );
+    }
+
+    /// Keys at the edges of every key space (the largest session id, its
+    /// ephemerals) are replaced by an install too.
+    #[test]
+    fn snapshot_install_replaces_keys_at_the_end_of_every_key_space() {
+        use crate::keys::{u64_key, CF_EPHEMERALS, CF_REAP, CF_SESSIONS};
+        let dir = tempfile::tempdir().unwrap();
+        let leader = Store::open(&dir.path().join("leader"), StoreConfig::default()).unwrap();
+        leader.apply(Zxid::new(1, 1), &create("/a", "x")).unwrap();
+        let cp = dir.path().join("cp");
+        leader.checkpoint(&cp).unwrap();
+        let follower = Store::open(&dir.path().join("f"), StoreConfig::default()).unwrap();
+        let mut index_key = u64_key(u64::MAX).to_vec();
+        index_key.extend_from_slice("/\u{10FFFF}".as_bytes());
+        for (cf, key) in [
+            (CF_SESSIONS, u64_key(u64::MAX).to_vec()),
+            (CF_EPHEMERALS, index_key.clone()),
+            (CF_REAP, index_key.clone()),
+            (CF_SESSIONS, vec![0xFF; 12]), // no such key is ever written
+        ] {
+            follower
+                .db
+                .put_cf(follower.cf(cf).unwrap(), key, u64_key(1))
+                .unwrap();
+        }
+        follower.install_snapshot(&cp).unwrap();
+        assert_eq!(
+            follower.tree_digest().unwrap(),
+            leader.tree_digest().unwrap()
+        );
+        for cf in [CF_SESSIONS, CF_EPHEMERALS, CF_REAP] {
+            let left: Vec<_> = follower
+                .db
+                .iterator_cf(follower.cf(cf).unwrap(), rocksdb::IteratorMode::Start)
+                .collect();
+            assert!(left.is_empty(), "{cf} keeps {} keys", left.len());
         }
     }
 

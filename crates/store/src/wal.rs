@@ -142,6 +142,9 @@ pub(crate) struct Wal {
     io: Mutex<Scratch>,
     /// Writes use `O_DIRECT | O_DSYNC` (until the file system refuses it).
     direct: AtomicBool,
+    /// Segments fsynced by `open` (what a test checks).
+    #[cfg_attr(not(test), allow(dead_code))]
+    synced_at_open: usize,
 }
 
 /// A reusable buffer for aligned writes.
@@ -252,7 +255,21 @@ impl Wal {
                 pending: Vec::new(),
             });
         }
-        if removed {
+        // Recovered records count as persisted (they are the member's last
+        // zxid in votes and acknowledgements), but a process that crashed
+        // between a buffered write and its fdatasync left them only in the
+        // page cache: make them durable before anyone relies on them. On a
+        // clean log this costs one cheap fdatasync per segment.
+        let mut synced_at_open = 0;
+        if opts.sync {
+            for seg in &segments {
+                if let Some(file) = &seg.file {
+                    file.plain.sync_data()?;
+                    synced_at_open += 1;
+                }
+            }
+        }
+        if removed || (opts.sync && !segments.is_empty()) {
             sync_dir(dir)?;
         }
         let wal = Wal {
@@ -266,6 +283,7 @@ impl Wal {
                 failed: None,
             }),
             io: Mutex::new(Scratch::default()),
+            synced_at_open,
         };
         // Recovered segments get write handles of the log's mode.
         let direct = wal.direct.load(Ordering::Acquire);
@@ -476,19 +494,37 @@ impl Wal {
         })
     }
 
-    /// Entries with zxid > `after`, ascending, at most `limit`.
-    pub(crate) fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    /// Entries with zxid > `after`, ascending, at most `limit`, and no more
+    /// than `max_bytes` of `keeper_zab::wire_bytes(payload)` in all (the
+    /// first entry whatever its size).
+    pub(crate) fn read(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let st = self.state();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for seg in &st.segments {
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= max_bytes {
                 break;
             }
             if seg.last().is_none_or(|l| l <= after) {
                 continue;
             }
             let from = seg.index.partition_point(|r| r.zxid <= after);
-            let upto = from.saturating_add(limit - out.len()).min(seg.index.len());
+            let mut upto = from;
+            for r in &seg.index[from..] {
+                let next = bytes.saturating_add(keeper_zab::wire_bytes(r.len as usize));
+                if out.len() + (upto - from) >= limit
+                    || (next > max_bytes && (!out.is_empty() || upto > from))
+                {
+                    break;
+                }
+                bytes = next;
+                upto += 1;
+            }
             let recs = &seg.index[from..upto];
             let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
                 continue;
@@ -582,19 +618,41 @@ impl Wal {
 
     /// Deletes the oldest whole segments whose entries are all below `zxid`
     /// and on disk. Returns the highest zxid removed.
-    pub(crate) fn compact_before(&self, zxid: u64) -> Result<Option<u64>, StoreError> {
+    ///
+    /// Crash safety: `before_unlink(highest zxid to be removed)` runs before
+    /// the first file goes (the store makes its log floor durable there, so a
+    /// crash never leaves a log that starts above a floor on disk that says
+    /// less), and the directory is fsynced after the last unlink, so removed
+    /// segments do not come back. Nothing is removed if `before_unlink` fails.
+    pub(crate) fn compact_before(
+        &self,
+        zxid: u64,
+        before_unlink: impl FnOnce(u64) -> Result<(), StoreError>,
+    ) -> Result<Option<u64>, StoreError> {
         let _io = self.io();
+        // Held throughout: an append cannot slip into a segment being removed.
         let mut st = self.state();
-        let mut removed = None;
-        while let Some(seg) = st.segments.first() {
-            if seg.last().is_some_and(|l| l >= zxid) || !seg.pending.is_empty() {
-                break;
-            }
-            let seg = st.segments.remove(0);
+        if let Some(why) = &st.failed {
+            return Err(failed(why));
+        }
+        let count = st
+            .segments
+            .iter()
+            .take_while(|s| s.last().is_none_or(|l| l < zxid) && s.pending.is_empty())
+            .count();
+        let removed = st.segments[..count].iter().rev().find_map(|s| s.last());
+        if let Some(removed) = removed {
+            before_unlink(removed)?;
+        }
+        let mut unlinked = false;
+        for seg in st.segments.drain(..count) {
             if seg.file.is_some() {
                 fs::remove_file(self.dir.join(segment_name(seg.seq)))?;
+                unlinked = true;
             }
-            removed = seg.last().or(removed);
+        }
+        if unlinked && self.opts.sync {
+            sync_dir(&self.dir)?;
         }
         Ok(removed)
     }
@@ -711,8 +769,12 @@ mod tests {
         entries.iter().map(|(z, b)| (*z, b.as_slice()))
     }
 
+    fn no_floor(_: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
-        wal.read(0, usize::MAX).unwrap()
+        wal.read(0, usize::MAX, usize::MAX).unwrap()
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -735,8 +797,8 @@ mod tests {
             wal.sync().unwrap();
             wal.append(rows(&entries(4..=6))).unwrap();
             assert_eq!(all(&wal), entries(1..=6), "file and pending together");
-            assert_eq!(wal.read(2, 3).unwrap(), entries(3..=5));
-            assert_eq!(wal.read(4, usize::MAX).unwrap(), entries(5..=6));
+            assert_eq!(wal.read(2, 3, usize::MAX).unwrap(), entries(3..=5));
+            assert_eq!(wal.read(4, usize::MAX, usize::MAX).unwrap(), entries(5..=6));
             wal.sync().unwrap();
             assert_eq!((wal.first(), wal.last()), (Some(1), Some(6)));
             assert_eq!(wal.at_or_below(100), Some(6));
@@ -752,6 +814,23 @@ mod tests {
             assert_eq!(all(&wal), entries(1..=7), "sync={sync}");
             assert_eq!(segment_files(dir.path()).len(), 1);
         }
+    }
+
+    #[test]
+    fn reads_are_bounded_in_bytes_but_return_at_least_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // "entry-N": 7 bytes, 23 as counted; two records per segment.
+        let wal = Wal::open(dir.path(), opts(false, 60), 0).unwrap();
+        wal.append(rows(&entries(1..=6))).unwrap();
+        wal.sync().unwrap();
+        wal.append(rows(&entries(7..=8))).unwrap(); // pending only
+        assert_eq!(segment_files(dir.path()).len(), 3);
+        assert_eq!(wal.read(0, 100, 46).unwrap(), entries(1..=2));
+        assert_eq!(wal.read(0, 100, 45).unwrap(), entries(1..=1));
+        assert_eq!(wal.read(0, 100, 1).unwrap(), entries(1..=1), "one at least");
+        assert_eq!(wal.read(2, 100, 3 * 23).unwrap(), entries(3..=5));
+        assert_eq!(wal.read(2, 2, 1000).unwrap(), entries(3..=4));
+        assert_eq!(wal.read(5, 100, 1000).unwrap(), entries(6..=8));
     }
 
     #[test]
@@ -843,28 +922,85 @@ mod tests {
         wal.sync().unwrap();
         assert_eq!(segment_files(dir.path()).len(), 4);
         assert_eq!(
-            wal.compact_before(4).unwrap(),
+            wal.compact_before(4, no_floor).unwrap(),
             Some(2),
             "3 shares a segment with 4"
         );
         assert_eq!(wal.first(), Some(3));
         assert_eq!(all(&wal), entries(3..=7));
-        assert_eq!(wal.compact_before(3).unwrap(), None);
+        assert_eq!(wal.compact_before(3, no_floor).unwrap(), None);
         drop(wal);
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
         assert_eq!(all(&wal), entries(3..=7));
         // Entries not yet on disk are never compacted (8 joins 7's segment).
         wal.append(rows(&entries(8..=9))).unwrap();
-        assert_eq!(wal.compact_before(100).unwrap(), Some(6));
+        assert_eq!(wal.compact_before(100, no_floor).unwrap(), Some(6));
         assert_eq!(all(&wal), entries(7..=9));
         wal.sync().unwrap();
-        assert_eq!(wal.compact_before(100).unwrap(), Some(9));
+        assert_eq!(wal.compact_before(100, no_floor).unwrap(), Some(9));
         assert_eq!((wal.first(), wal.last()), (None, None));
         wal.append(rows(&entries(10..=10))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
         assert_eq!(all(&wal), entries(10..=10));
+    }
+
+    /// Issue 9, problem 8: with the buffered fallback, records written by a
+    /// process that died before its fdatasync are only in the page cache,
+    /// yet the next open counts them as persisted. Open must make them
+    /// durable first.
+    #[test]
+    fn records_recovered_at_open_are_fsynced_before_they_count_as_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written without fsync (pwrite only), as a crash between the
+        // buffered write and its fdatasync leaves them.
+        let wal = Wal::open(dir.path(), opts(false, 60), 0).unwrap();
+        wal.append(rows(&entries(1..=6))).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let on_disk = segment_files(dir.path()).len();
+        assert_eq!(on_disk, 3);
+        let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
+        assert_eq!(all(&wal), entries(1..=6));
+        assert_eq!(
+            wal.synced_at_open, on_disk,
+            "every recovered segment is fsynced at open"
+        );
+    }
+
+    /// Issue 9, problem 9: the floor must be durable before any segment file
+    /// goes, and nothing goes when it cannot be made durable.
+    #[test]
+    fn compaction_makes_the_floor_durable_before_unlinking_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), opts(true, 60), 0).unwrap();
+        wal.append(rows(&entries(1..=7))).unwrap();
+        wal.sync().unwrap();
+        let before = segment_files(dir.path());
+        assert_eq!(before.len(), 4);
+        let refused = wal.compact_before(5, |_| {
+            Err(StoreError::Io(io::Error::other("floor write failed")))
+        });
+        assert!(refused.is_err());
+        assert_eq!(segment_files(dir.path()), before, "nothing removed");
+        assert_eq!(all(&wal), entries(1..=7));
+        let mut floor = None;
+        let removed = wal
+            .compact_before(5, |max| {
+                assert_eq!(
+                    segment_files(dir.path()),
+                    before,
+                    "the floor is written while every segment is still there"
+                );
+                floor = Some(max);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(removed, Some(4));
+        assert_eq!(floor, Some(4), "the floor covers every removed entry");
+        assert_eq!(segment_files(dir.path()), before[2..].to_vec());
+        assert_eq!(all(&wal), entries(5..=7));
     }
 
     #[test]
@@ -1038,7 +1174,7 @@ mod tests {
                         let cut = model
                             .get(rng.below(model.len() as u64 + 1) as usize)
                             .map_or(next_zxid + 1, |(z, _)| *z);
-                        let removed = wal.compact_before(cut).unwrap();
+                        let removed = wal.compact_before(cut, no_floor).unwrap();
                         let gone = removed.map_or(0, |r| model.partition_point(|(z, _)| *z <= r));
                         assert!(gone <= synced, "{ctx}: compacted entries not yet durable");
                         assert!(

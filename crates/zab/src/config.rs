@@ -31,10 +31,22 @@ pub struct Config {
     pub max_in_flight_entries: u64,
     /// Most entries in one `propose` call (one PROPOSAL message, one persist).
     pub max_batch_entries: usize,
+    /// Most bytes in one `propose` call, counted as the sum of
+    /// [`Entry::wire_bytes`](crate::Entry::wire_bytes): a PROPOSAL message
+    /// carries this much plus a few bytes of its own.
+    pub max_batch_bytes: usize,
     /// Most entries in one DIFF message during synchronization.
     pub max_sync_batch_entries: usize,
+    /// Most bytes (as for `max_batch_bytes`) in one DIFF message; a single
+    /// entry goes alone whatever its size, so this must be at least
+    /// `max_batch_bytes`.
+    pub max_sync_batch_bytes: usize,
     /// A follower missing more entries than this gets a SNAP instead of a DIFF.
     pub max_diff_entries: usize,
+    /// A follower missing more bytes (as for `max_batch_bytes`) than this
+    /// gets a SNAP instead of a DIFF: the leader holds a whole DIFF in
+    /// memory and queues it on the link at once.
+    pub max_diff_bytes: usize,
     /// Most read barriers pending at once on this member.
     pub max_pending_reads: usize,
     /// When the zxid counter of an epoch would pass this value, the leader
@@ -57,8 +69,11 @@ impl Default for Config {
             read_timeout_ticks: 20,
             max_in_flight_entries: 10_000,
             max_batch_entries: 1_000,
+            max_batch_bytes: 8 << 20,
             max_sync_batch_entries: 1_000,
+            max_sync_batch_bytes: 8 << 20,
             max_diff_entries: 100_000,
+            max_diff_bytes: 128 << 20,
             max_pending_reads: 10_000,
             epoch_counter_limit: 0xFFFF_F000,
             #[cfg(test)]
@@ -79,8 +94,11 @@ impl Config {
             ("read_timeout_ticks", self.read_timeout_ticks),
             ("max_in_flight_entries", self.max_in_flight_entries),
             ("max_batch_entries", self.max_batch_entries as u64),
+            ("max_batch_bytes", self.max_batch_bytes as u64),
             ("max_sync_batch_entries", self.max_sync_batch_entries as u64),
+            ("max_sync_batch_bytes", self.max_sync_batch_bytes as u64),
             ("max_diff_entries", self.max_diff_entries as u64),
+            ("max_diff_bytes", self.max_diff_bytes as u64),
             ("max_pending_reads", self.max_pending_reads as u64),
             ("epoch_counter_limit", u64::from(self.epoch_counter_limit)),
         ];
@@ -92,6 +110,16 @@ impl Config {
         if self.heartbeat_interval_ticks >= self.election_timeout_ticks {
             return Err(ZabError::Config(
                 "heartbeat_interval_ticks must be < election_timeout_ticks".into(),
+            ));
+        }
+        if self.max_sync_batch_bytes < self.max_batch_bytes {
+            return Err(ZabError::Config(
+                "max_sync_batch_bytes must be >= max_batch_bytes (an entry a batch can carry must fit a DIFF message)".into(),
+            ));
+        }
+        if self.max_diff_bytes < self.max_sync_batch_bytes {
+            return Err(ZabError::Config(
+                "max_diff_bytes must be >= max_sync_batch_bytes".into(),
             ));
         }
         if self.heartbeat_interval_ticks >= self.step_down_ticks {
@@ -180,6 +208,16 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config {
             heartbeat_interval_ticks: 10,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_sync_batch_bytes: Config::default().max_batch_bytes - 1,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_diff_bytes: Config::default().max_sync_batch_bytes - 1,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -28,6 +28,15 @@ pub enum ZabError {
         /// The configured bound.
         max: usize,
     },
+    /// The batch's entries add up to more than `max_batch_bytes`
+    /// (counted as `Entry::wire_bytes`).
+    #[error("batch of {bytes} bytes is larger than {max}")]
+    BatchTooLarge {
+        /// Bytes offered.
+        bytes: usize,
+        /// The configured bound.
+        max: usize,
+    },
     /// The epoch's zxid counter is exhausted; the leader steps down so that a
     /// new epoch starts. Retry on the next leader.
     #[error("zxid counter of epoch {epoch} exhausted; a new epoch is being elected")]

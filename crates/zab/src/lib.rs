@@ -96,6 +96,8 @@ pub use crate::core::{Core, Proposed};
 pub use crate::error::{LogError, ZabError};
 pub use crate::log::LogReader;
 pub use crate::mem_log::MemLog;
-pub use crate::message::{Entry, Message, NodeId, ServerState, Vote};
+pub use crate::message::{
+    wire_bytes, Entry, Message, NodeId, ServerState, Vote, ENTRY_OVERHEAD_BYTES,
+};
 pub use crate::status::{FollowerStatus, Status};
 pub use crate::zxid::Zxid;

@@ -25,7 +25,15 @@ pub trait LogReader {
     fn floor(&self, zxid: Zxid) -> Result<Option<Zxid>, LogError>;
     /// Whether `zxid` is a retained entry.
     fn contains(&self, zxid: Zxid) -> Result<bool, LogError>;
-    /// Up to `max_entries` retained entries with zxid `> after`, in order.
-    /// Errors if `after < snapshot_zxid()` (those entries are gone).
-    fn entries_after(&self, after: Zxid, max_entries: usize) -> Result<Vec<Entry>, LogError>;
+    /// Retained entries with zxid `> after`, in order: at most
+    /// `max_entries` of them, and no more than `max_bytes` of
+    /// [`Entry::wire_bytes`] in all, except that the first entry is
+    /// returned whatever its size. Errors if `after < snapshot_zxid()`
+    /// (those entries are gone).
+    fn entries_after(
+        &self,
+        after: Zxid,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError>;
 }

@@ -132,7 +132,12 @@ impl LogReader for MemLog {
         Ok(self.get(zxid).is_some())
     }
 
-    fn entries_after(&self, after: Zxid, max_entries: usize) -> Result<Vec<Entry>, LogError> {
+    fn entries_after(
+        &self,
+        after: Zxid,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
         if after < self.base {
             return Err(LogError(format!(
                 "entries after {} compacted (snapshot {})",
@@ -140,12 +145,16 @@ impl LogReader for MemLog {
             )));
         }
         let start = self.entries.partition_point(|e| e.zxid <= after);
-        Ok(self
-            .entries
-            .range(start..)
-            .take(max_entries)
-            .cloned()
-            .collect())
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for e in self.entries.range(start..).take(max_entries) {
+            bytes = bytes.saturating_add(e.wire_bytes());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -171,8 +180,8 @@ mod tests {
         log.compact(Zxid::new(1, 1));
         assert_eq!(log.floor(Zxid::new(0, 9)).unwrap(), None);
         assert_eq!(log.first_retained().unwrap(), Some(Zxid::new(1, 2)));
-        assert!(log.entries_after(Zxid::ZERO, 10).is_err());
-        let after = log.entries_after(Zxid::new(1, 1), 1).unwrap();
+        assert!(log.entries_after(Zxid::ZERO, 10, usize::MAX).is_err());
+        let after = log.entries_after(Zxid::new(1, 1), 1, usize::MAX).unwrap();
         assert_eq!(after, vec![e(1, 2)]);
         log.truncate(Zxid::new(1, 2)).unwrap();
         assert_eq!(log.last(), Zxid::new(1, 2));
@@ -219,11 +228,11 @@ mod tests {
             let floor = if x < base { None } else { Some(model.iter().copied().filter(|z| *z <= x).max().unwrap_or(base)) };
             proptest::prop_assert_eq!(log.floor(x).unwrap(), floor);
             if x >= base {
-                let after: Vec<Zxid> = log.entries_after(x, 3).unwrap().iter().map(|en| en.zxid).collect();
+                let after: Vec<Zxid> = log.entries_after(x, 3, usize::MAX).unwrap().iter().map(|en| en.zxid).collect();
                 let want: Vec<Zxid> = model.iter().copied().filter(|z| *z > x).take(3).collect();
                 proptest::prop_assert_eq!(after, want);
             } else {
-                proptest::prop_assert!(log.entries_after(x, 3).is_err());
+                proptest::prop_assert!(log.entries_after(x, 3, usize::MAX).is_err());
             }
         }
     }

@@ -24,6 +24,24 @@ pub struct Entry {
     pub data: Bytes,
 }
 
+/// What one entry adds to a message beyond its payload, at most (a compact
+/// encoding such as postcard: a varint zxid and a varint length).
+pub const ENTRY_OVERHEAD_BYTES: usize = 16;
+
+impl Entry {
+    /// The bytes this entry counts for in the byte bounds of batches and
+    /// DIFF messages (`Config::max_batch_bytes`, `max_sync_batch_bytes`,
+    /// `max_diff_bytes`): its payload plus [`ENTRY_OVERHEAD_BYTES`].
+    pub fn wire_bytes(&self) -> usize {
+        wire_bytes(self.data.len())
+    }
+}
+
+/// [`Entry::wire_bytes`] of an entry whose payload is `payload_bytes` long.
+pub fn wire_bytes(payload_bytes: usize) -> usize {
+    payload_bytes.saturating_add(ENTRY_OVERHEAD_BYTES)
+}
+
 /// A vote in leader election: who should lead, and the (epoch, zxid) that
 /// candidate reported. Votes are totally ordered by (epoch, zxid, leader), as in
 /// ZooKeeper's FastLeaderElection.

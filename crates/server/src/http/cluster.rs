@@ -37,28 +37,20 @@ pub struct DigestBody {
 }
 
 /// `GET /v1/cluster/digest` -> `200 {applied_zxid, digest}`. Two members with
-/// the same `applied_zxid` must report the same `digest`.
+/// the same `applied_zxid` must report the same `digest`. One scan of one
+/// store snapshot, which also gives the zxid (no retry under a write load).
 pub async fn digest(State(state): State<AppState>) -> Result<Json<DigestBody>, ApiError> {
     let store = state.store.clone();
-    let (applied_zxid, digest) = tokio::task::spawn_blocking(move || {
-        // Read the zxid on both sides of the digest: equal means no apply ran between.
-        loop {
-            let before = store.last_applied();
-            let digest = store.tree_digest()?;
-            if store.last_applied() == before {
-                return Ok::<_, keeper_store::StoreError>((before.0, digest));
-            }
-        }
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            crate::error::ErrorCode::Internal,
-            format!("digest task failed: {e}"),
-        )
-    })??;
+    let (applied_zxid, digest) = tokio::task::spawn_blocking(move || store.digest_at())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                crate::error::ErrorCode::Internal,
+                format!("digest task failed: {e}"),
+            )
+        })??;
     Ok(Json(DigestBody {
-        applied_zxid,
+        applied_zxid: applied_zxid.0,
         digest,
     }))
 }

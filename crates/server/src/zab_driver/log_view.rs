@@ -52,14 +52,22 @@ impl LogReader for StoreLog<'_> {
         self.0.log_contains(zxid).map_err(err)
     }
 
-    fn entries_after(&self, after: Zxid, max_entries: usize) -> Result<Vec<Entry>, LogError> {
+    fn entries_after(
+        &self,
+        after: Zxid,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
         let snap = self.snapshot_zxid()?;
         if after < snap {
             return Err(LogError(format!(
                 "entries after {after} were compacted (log starts after {snap})"
             )));
         }
-        let rows = self.0.read_log(after, max_entries).map_err(err)?;
+        let rows = self
+            .0
+            .read_log_within(after, max_entries, max_bytes)
+            .map_err(err)?;
         Ok(rows
             .into_iter()
             .map(|(zxid, bytes)| Entry {

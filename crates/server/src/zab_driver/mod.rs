@@ -38,6 +38,7 @@
 //! member knew changes, every write still waiting is answered `Unavailable`
 //! (its fate is unknown: it may or may not commit under the next leader).
 
+mod batching;
 mod log_sync;
 mod log_tail;
 mod log_view;
@@ -50,6 +51,7 @@ pub use wire::PeerMsg;
 use crate::applier::{AppliedView, ApplierInput, Committed, Reply};
 use crate::peer::{PeerEvent, PeerHandle};
 use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role};
+use batching::{txn_wire_bytes, BatchQueue};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use keeper_store::{Applied, Entry, SessionId, Store, Txn};
@@ -88,6 +90,9 @@ pub struct ZabOptions {
     pub max_inflight_proposals: usize,
     /// Most txns proposed in one batch (one append, one PROPOSAL per follower).
     pub max_batch_entries: usize,
+    /// Most bytes in one proposal batch or one `Forward` message (see
+    /// `batching::txn_wire_bytes`); a larger single write is refused.
+    pub max_batch_bytes: usize,
     /// Most forwarded writes a follower waits on at once.
     pub max_pending_forwards: usize,
     /// Most distinct sessions in one keepalive batch to the leader.
@@ -256,10 +261,10 @@ impl ZabProposer {
             samples: VecDeque::new(),
             submitted,
             tail,
-            queued: Vec::new(),
+            queued: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
             waiters: HashMap::new(),
             forwards: HashMap::new(),
-            forward_out: Vec::new(),
+            forward_out: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
             next_req: 1,
             reads: HashMap::new(),
             next_read: 1,
@@ -579,6 +584,13 @@ fn event_bytes(ev: &PeerEvent<PeerMsg>) -> u64 {
 const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
 /// Entries read from the log per step when applying a commit.
 const COMMIT_READ_CHUNK: usize = 1024;
+/// The answer to a write larger than any batch may be.
+fn too_large(bytes: usize, max: usize) -> ProposeError {
+    ProposeError::TooLarge(format!(
+        "the write makes a log entry of {bytes} bytes; a batch holds at most {max} (max_batch_bytes)"
+    ))
+}
+
 /// The answers to one follower's forwarded writes: their zxids, or why not.
 type ForwardResults = Vec<(RequestId, Result<Zxid, String>)>;
 
@@ -608,12 +620,13 @@ struct Driver {
     /// Appended entries not yet handed to the applier.
     tail: LogTail,
     /// Leader: writes waiting for the next proposal batch (see `flush_proposals`).
-    queued: Vec<(Txn, Origin)>,
+    queued: BatchQueue<(Txn, Origin)>,
     /// Writes taken by this member whose zxid is known, until applied.
     waiters: HashMap<Zxid, Reply>,
     /// Follower: writes forwarded to the leader, until it names their zxid.
     forwards: HashMap<RequestId, Reply>,
-    forward_out: Vec<(RequestId, Txn)>,
+    /// Follower: writes to forward to the leader (see `flush_forwards`).
+    forward_out: BatchQueue<(RequestId, Txn)>,
     next_req: RequestId,
     reads: HashMap<u64, oneshot::Sender<Result<Zxid, ProposeError>>>,
     next_read: u64,
@@ -933,11 +946,9 @@ impl Driver {
             return Ok(());
         }
         if self.is_serving_leader() {
-            self.queued.extend(
-                proposals
-                    .into_iter()
-                    .map(|(txn, reply)| (txn, Origin::Local(reply))),
-            );
+            for (txn, reply) in proposals {
+                self.enqueue(txn, Origin::Local(reply));
+            }
         } else if self.known.0 == keeper_zab::Role::Following && self.known.3 {
             for (txn, reply) in proposals {
                 if self.forwards.len() >= self.opts.max_pending_forwards {
@@ -946,10 +957,14 @@ impl Driver {
                     )));
                     continue;
                 }
+                let bytes = txn_wire_bytes(&txn);
                 let req = self.next_req;
+                if self.forward_out.push((req, txn), bytes).is_err() {
+                    let _ = reply.send(Err(too_large(bytes, self.opts.max_batch_bytes)));
+                    continue;
+                }
                 self.next_req += 1;
                 self.forwards.insert(req, reply);
-                self.forward_out.push((req, txn));
             }
         } else {
             for (_, reply) in proposals {
@@ -967,10 +982,9 @@ impl Driver {
                 .metrics
                 .forwarded
                 .fetch_add(reqs.len() as u64, Ordering::Relaxed);
-            self.queued.extend(
-                reqs.into_iter()
-                    .map(|(r, txn)| (txn, Origin::Forwarded(from, r))),
-            );
+            for (r, txn) in reqs {
+                self.enqueue(txn, Origin::Forwarded(from, r));
+            }
         } else {
             let results = reqs
                 .into_iter()
@@ -981,7 +995,25 @@ impl Driver {
         Ok(())
     }
 
-    /// Leader: proposes the queued writes as one batch once the previous
+    /// Leader: queues a write for the next proposal batch, or refuses it at
+    /// once if it is larger than a whole batch.
+    fn enqueue(&mut self, txn: Txn, origin: Origin) {
+        let bytes = txn_wire_bytes(&txn);
+        if let Err((_, origin)) = self.queued.push((txn, origin), bytes) {
+            let max = self.opts.max_batch_bytes;
+            match origin {
+                Origin::Local(reply) => {
+                    let _ = reply.send(Err(too_large(bytes, max)));
+                }
+                Origin::Forwarded(from, req) => {
+                    let results = vec![(req, Err(too_large(bytes, max).to_string()))];
+                    let _ = self.peers.send(from, PeerMsg::Forwarded { results });
+                }
+            }
+        }
+    }
+
+    /// Leader: proposes the queued writes in batches once the previous
     /// batch is both durable here and committed (`force`, or a full batch,
     /// proposes at once). One batch in flight at a time is group commit
     /// across the whole ensemble: writes arriving while a batch is on its
@@ -990,26 +1022,29 @@ impl Driver {
     /// per follower out of many. Every fsync costs far more CPU than the
     /// entries it carries (see docs/ARCHITECTURE.md, "Group commit"), so on
     /// a busy ensemble this raises throughput and lowers latency.
+    /// A batch never holds more than `max_batch_entries` writes or
+    /// `max_batch_bytes` bytes (the core refuses larger ones, and a PROPOSAL
+    /// must fit a peer frame): a longer queue goes out as several batches.
     /// Followers learn the zxids of their forwarded writes after the
     /// PROPOSAL, on the same FIFO link.
     async fn flush_proposals(&mut self, force: bool) -> Result<(), Fatal> {
-        if self.queued.is_empty()
-            || (!force && self.batch_in_flight() && self.queued.len() < self.opts.max_batch_entries)
-        {
-            return Ok(());
+        while !self.queued.is_empty() {
+            if !force && self.batch_in_flight() && !self.queued.has_full_batch() {
+                return Ok(());
+            }
+            let batch = self.queued.take_batch();
+            let (txns, origins): (Vec<Txn>, Vec<Origin>) = batch.into_iter().unzip();
+            let proposed = if self.is_serving_leader() {
+                self.propose_batch(txns).await?
+            } else {
+                Err("not the leader any more".to_string())
+            };
+            let answers = origins.into_iter().enumerate().map(|(i, origin)| {
+                let result = proposed.clone().map(|first| Zxid(first.0 + i as u64));
+                (origin, result)
+            });
+            self.answer_queued(answers);
         }
-        let queued = std::mem::take(&mut self.queued);
-        let (txns, origins): (Vec<Txn>, Vec<Origin>) = queued.into_iter().unzip();
-        let proposed = if self.is_serving_leader() {
-            self.propose_batch(txns).await?
-        } else {
-            Err("not the leader any more".to_string())
-        };
-        let answers = origins.into_iter().enumerate().map(|(i, origin)| {
-            let result = proposed.clone().map(|first| Zxid(first.0 + i as u64));
-            (origin, result)
-        });
-        self.answer_queued(answers);
         Ok(())
     }
 
@@ -1345,7 +1380,7 @@ impl Driver {
             let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
         }
         // Queued writes were never proposed: they will not commit.
-        let queued = std::mem::take(&mut self.queued);
+        let queued = self.queued.take_all();
         self.answer_queued(
             queued
                 .into_iter()
@@ -1358,32 +1393,33 @@ impl Driver {
         for (_, reply) in self.forwards.drain() {
             let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
         }
-        self.forward_out.clear();
+        self.forward_out.take_all();
     }
 
+    /// Follower: sends the writes waiting to be forwarded to the leader, in
+    /// messages bounded like proposal batches (so each fits a peer frame).
     fn flush_forwards(&mut self) {
-        if self.forward_out.is_empty() {
-            return;
-        }
-        let reqs = std::mem::take(&mut self.forward_out);
-        let leader = match self.known {
-            (keeper_zab::Role::Following, Some(l), _, true) => l,
-            _ => {
-                for (req, _) in reqs {
-                    if let Some(reply) = self.forwards.remove(&req) {
-                        let _ = reply.send(Err(ProposeError::Unavailable("no leader".into())));
+        while !self.forward_out.is_empty() {
+            let reqs = self.forward_out.take_batch();
+            let leader = match self.known {
+                (keeper_zab::Role::Following, Some(l), _, true) => l,
+                _ => {
+                    for (req, _) in reqs.into_iter().chain(self.forward_out.take_all()) {
+                        if let Some(reply) = self.forwards.remove(&req) {
+                            let _ = reply.send(Err(ProposeError::Unavailable("no leader".into())));
+                        }
                     }
+                    return;
                 }
-                return;
-            }
-        };
-        let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
-        if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs }) {
-            for req in ids {
-                if let Some(reply) = self.forwards.remove(&req) {
-                    let _ = reply.send(Err(ProposeError::Unavailable(format!(
-                        "cannot reach the leader: {e}"
-                    ))));
+            };
+            let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
+            if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs }) {
+                for req in ids {
+                    if let Some(reply) = self.forwards.remove(&req) {
+                        let _ = reply.send(Err(ProposeError::Unavailable(format!(
+                            "cannot reach the leader: {e}"
+                        ))));
+                    }
                 }
             }
         }

@@ -462,12 +462,19 @@ impl Core {
         };
         let trunc = (shared != peer_last).then_some(shared);
         let limit = self.cfg.max_diff_entries;
-        let entries = self.read_range(log, shared, limit + 1)?;
-        // A snapshot is taken at an applied zxid >= our last emitted commit
-        // (driver contract); only send one if it does not move the
-        // follower's state backwards.
-        if entries.len() > limit && self.commit_emitted >= peer_last {
-            return Ok(SyncPlan::Snap);
+        let limit_bytes = self.cfg.max_diff_bytes;
+        // One entry past either bound shows the DIFF is too large.
+        let mut entries = self.read_range(log, shared, limit + 1, limit_bytes.saturating_add(1))?;
+        let bytes: usize = entries.iter().map(Entry::wire_bytes).sum();
+        if entries.len() > limit || bytes > limit_bytes {
+            // A snapshot is taken at an applied zxid >= our last emitted
+            // commit (driver contract); only send one if it does not move
+            // the follower's state backwards. Otherwise the DIFF must be
+            // whole, however large.
+            if self.commit_emitted >= peer_last {
+                return Ok(SyncPlan::Snap);
+            }
+            entries = self.read_range(log, shared, usize::MAX, usize::MAX)?;
         }
         Ok(SyncPlan::Diff {
             trunc,
@@ -476,18 +483,25 @@ impl Core {
         })
     }
 
-    /// Entries after `after` up to our last zxid, at most `limit` of them.
+    /// Entries after `after` up to our last zxid, at most `limit` of them
+    /// and, once past `limit_bytes` (of `Entry::wire_bytes`), none more.
     fn read_range<L: LogReader + ?Sized>(
         &self,
         log: &L,
         after: Zxid,
         limit: usize,
+        limit_bytes: usize,
     ) -> Result<Vec<Entry>, ZabError> {
         let mut out: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
         let mut cursor = after;
-        while cursor < self.last_zxid && out.len() < limit {
+        while cursor < self.last_zxid && out.len() < limit && bytes < limit_bytes {
             let want = (limit - out.len()).min(self.cfg.max_sync_batch_entries);
-            let chunk = log.entries_after(cursor, want)?;
+            let want_bytes = (limit_bytes - bytes).min(self.cfg.max_sync_batch_bytes);
+            let chunk = log.entries_after(cursor, want, want_bytes)?;
+            bytes = chunk
+                .iter()
+                .fold(bytes, |b, e| b.saturating_add(e.wire_bytes()));
             let Some(last) = chunk.last() else {
                 return Err(ZabError::Log(crate::error::LogError(format!(
                     "log ends at {cursor}, core expected {}",
@@ -542,10 +556,21 @@ impl Core {
         entries: Vec<Entry>,
     ) {
         let chunk = self.cfg.max_sync_batch_entries.max(1);
+        let chunk_bytes = self.cfg.max_sync_batch_bytes;
         let mut it = entries.into_iter().peekable();
         let mut prev = start;
         while it.peek().is_some() {
-            let batch: Vec<Entry> = it.by_ref().take(chunk).collect();
+            // At most `chunk` entries and `chunk_bytes` bytes; one entry at least.
+            let mut batch: Vec<Entry> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(e) = it.peek() {
+                let next = bytes.saturating_add(e.wire_bytes());
+                if batch.len() >= chunk || (next > chunk_bytes && !batch.is_empty()) {
+                    break;
+                }
+                bytes = next;
+                batch.extend(it.next());
+            }
             let next_prev = batch.last().map_or(prev, |e| e.zxid);
             self.send(
                 id,
@@ -588,7 +613,7 @@ impl Core {
                 "snapshot at {zxid} is beyond the leader's log end {last}"
             ))));
         }
-        let entries = self.read_range(log, zxid, usize::MAX)?;
+        let entries = self.read_range(log, zxid, usize::MAX, usize::MAX)?;
         self.send_diff_and_newleader(to, epoch, zxid, entries);
         Ok(())
     }
@@ -685,6 +710,7 @@ impl Core {
 
     pub(super) fn leader_propose(&mut self, data: Vec<Bytes>) -> Result<(Zxid, Zxid), ZabError> {
         let max_batch = self.cfg.max_batch_entries;
+        let max_batch_bytes = self.cfg.max_batch_bytes;
         let max_in_flight = self.cfg.max_in_flight_entries;
         let limit = self.cfg.epoch_counter_limit;
         let last = self.last_zxid;
@@ -706,6 +732,16 @@ impl Core {
             return Err(ZabError::BadBatch {
                 len: data.len(),
                 max: max_batch,
+            });
+        }
+        let bytes: usize = data
+            .iter()
+            .map(|d| crate::message::wire_bytes(d.len()))
+            .sum();
+        if bytes > max_batch_bytes {
+            return Err(ZabError::BatchTooLarge {
+                bytes,
+                max: max_batch_bytes,
             });
         }
         let n = data.len() as u64;

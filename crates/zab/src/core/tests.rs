@@ -354,7 +354,26 @@ fn leader_with_info(
     peer_accepted: u32,
     peer_last: Zxid,
 ) -> (Core, Vec<Action>) {
-    let mut c = core_with(1, 3, accepted, current, log, Config::default());
+    leader_with_info_cfg(
+        log,
+        Config::default(),
+        accepted,
+        current,
+        peer_accepted,
+        peer_last,
+    )
+}
+
+/// [`leader_with_info`] with a given config.
+fn leader_with_info_cfg(
+    log: &MemLog,
+    cfg: Config,
+    accepted: u32,
+    current: u32,
+    peer_accepted: u32,
+    peer_last: Zxid,
+) -> (Core, Vec<Action>) {
+    let mut c = core_with(1, 3, accepted, current, log, cfg);
     let v = Vote {
         leader: 1,
         zxid: log.last(),
@@ -1217,4 +1236,171 @@ fn established_leader_keeps_leading_when_a_follower_of_its_own_epoch_rejoins() {
             ..
         }
     ));
+}
+
+fn big_entry(c: u32, bytes: usize) -> Entry {
+    Entry {
+        zxid: z(1, c),
+        data: Bytes::from(vec![c as u8; bytes]),
+    }
+}
+
+/// Issue 9, problem 11: DIFF messages were bounded by entry count only, so
+/// a DIFF of large entries made one message larger than a peer frame; the
+/// link reset and the same DIFF was sent again forever.
+#[test]
+fn diff_messages_are_bounded_in_bytes_and_carry_every_entry_once() {
+    let mut log = MemLog::new();
+    let entries: Vec<Entry> = (1..=10).map(|c| big_entry(c, 1000)).collect();
+    log.append(&entries).unwrap();
+    let cfg = Config {
+        max_batch_bytes: 2500,
+        max_sync_batch_bytes: 2500,
+        ..Config::default()
+    };
+    let (mut c, _) = leader_with_info_cfg(&log, cfg, 1, 1, 1, Zxid::ZERO);
+    let a = c
+        .step(
+            &log,
+            2,
+            Message::AckEpoch {
+                epoch: 2,
+                current_epoch: 0,
+                last_zxid: Zxid::ZERO,
+                fresh: true,
+            },
+        )
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut prev = Zxid::ZERO;
+    let mut diffs = 0;
+    for (to, msg) in sends(&a) {
+        assert_eq!(to, 2);
+        if let Message::Diff {
+            prev: p, entries, ..
+        } = msg
+        {
+            diffs += 1;
+            let bytes: usize = entries.iter().map(Entry::wire_bytes).sum();
+            assert!(bytes <= 2500, "a DIFF message of {bytes} bytes");
+            assert_eq!(p, prev, "DIFF messages chain");
+            prev = entries.last().unwrap().zxid;
+            sent.extend(entries);
+        }
+    }
+    assert_eq!(sent, entries, "every entry once, in order");
+    assert_eq!(diffs, 5, "two 1016-byte entries per 2500-byte message");
+}
+
+/// An entry larger than `max_sync_batch_bytes` still travels (alone).
+#[test]
+fn a_diff_entry_larger_than_the_byte_bound_goes_alone() {
+    let mut log = MemLog::new();
+    let entries = vec![big_entry(1, 10), big_entry(2, 5000), big_entry(3, 10)];
+    log.append(&entries).unwrap();
+    let cfg = Config {
+        max_batch_bytes: 1000,
+        max_sync_batch_bytes: 1000,
+        ..Config::default()
+    };
+    let (mut c, _) = leader_with_info_cfg(&log, cfg, 1, 1, 1, Zxid::ZERO);
+    let a = c
+        .step(
+            &log,
+            2,
+            Message::AckEpoch {
+                epoch: 2,
+                current_epoch: 0,
+                last_zxid: Zxid::ZERO,
+                fresh: true,
+            },
+        )
+        .unwrap();
+    let diffs: Vec<Vec<Zxid>> = sends(&a)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Message::Diff { entries, .. } => Some(entries.iter().map(|e| e.zxid).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(diffs, vec![vec![z(1, 1)], vec![z(1, 2)], vec![z(1, 3)]]);
+}
+
+/// A DIFF larger than `max_diff_bytes` becomes a SNAP (when a snapshot
+/// would not move the follower back); otherwise it is sent whole.
+#[test]
+fn a_diff_over_max_diff_bytes_becomes_a_snap_or_goes_whole() {
+    let mut log = MemLog::new();
+    let entries: Vec<Entry> = (1..=10).map(|c| big_entry(c, 1000)).collect();
+    log.append(&entries).unwrap();
+    let mut c = core_with(
+        1,
+        3,
+        1,
+        1,
+        &log,
+        Config {
+            max_batch_bytes: 2000,
+            max_sync_batch_bytes: 2000,
+            max_diff_bytes: 5000,
+            ..Config::default()
+        },
+    );
+    c.commit_emitted = z(1, 10);
+    // 6 entries missing: 6,096 bytes > 5,000.
+    assert_eq!(c.plan_sync(&log, z(1, 4)).unwrap(), SyncPlan::Snap);
+    // 4 entries missing: 4,064 bytes, a DIFF.
+    assert_eq!(
+        c.plan_sync(&log, z(1, 6)).unwrap(),
+        SyncPlan::Diff {
+            trunc: None,
+            start: z(1, 6),
+            entries: entries[6..].to_vec()
+        }
+    );
+    // A snapshot (at 1:2) would move a follower at 1:4 back: a whole DIFF.
+    c.commit_emitted = z(1, 2);
+    assert_eq!(
+        c.plan_sync(&log, z(1, 4)).unwrap(),
+        SyncPlan::Diff {
+            trunc: None,
+            start: z(1, 4),
+            entries: entries[4..].to_vec()
+        }
+    );
+}
+
+/// Issue 9, problems 10 and 11: a batch over `max_batch_entries` or
+/// `max_batch_bytes` is refused (the driver splits its queue to fit).
+#[test]
+fn propose_refuses_batches_over_the_entry_or_byte_bound() {
+    let log = MemLog::new();
+    let mut c = core_with(
+        1,
+        1,
+        0,
+        0,
+        &log,
+        Config {
+            max_batch_entries: 3,
+            max_batch_bytes: 100,
+            max_sync_batch_bytes: 100,
+            ..Config::default()
+        },
+    );
+    c.tick(&log).unwrap();
+    assert!(c.serving());
+    assert_eq!(
+        c.propose(&log, vec![Bytes::new(); 4]).unwrap_err(),
+        ZabError::BadBatch { len: 4, max: 3 }
+    );
+    assert_eq!(
+        c.propose(&log, vec![Bytes::from(vec![0u8; 50]); 2])
+            .unwrap_err(),
+        ZabError::BatchTooLarge {
+            bytes: 132,
+            max: 100
+        }
+    );
+    assert!(c.propose(&log, vec![Bytes::from(vec![0u8; 84])]).is_ok());
 }

@@ -38,6 +38,14 @@ pub struct FaultPlan {
     pub max_diff_entries: usize,
     /// The core's DIFF message size.
     pub max_sync_batch_entries: usize,
+    /// The core's bound on proposal batches in bytes (entries here are 8-byte
+    /// payloads, 24 bytes as counted).
+    pub max_batch_bytes: usize,
+    /// The core's DIFF message size in bytes (small values split DIFFs by
+    /// bytes rather than by count).
+    pub max_sync_batch_bytes: usize,
+    /// The core's DIFF limit in bytes (small values force SNAP).
+    pub max_diff_bytes: usize,
     /// Per tick: probability of a client proposal.
     pub propose: f64,
     /// Entries per proposal: uniform in 1..=max_batch.
@@ -86,8 +94,24 @@ impl FaultPlan {
         } else {
             100_000
         };
+        // Byte bounds come from the seed, not the generator, so every other
+        // draw of a seed stays what it was before they existed.
+        let entry = crate::message::wire_bytes(8);
+        let (max_batch_bytes, max_sync_batch_bytes) = if seed % 3 == 0 {
+            (4 * entry, (4 + (seed / 3) % 4) as usize * entry)
+        } else {
+            (8 << 20, 8 << 20)
+        };
+        let max_diff_bytes = if seed % 5 == 1 {
+            max_sync_batch_bytes + ((seed / 5) % 20) as usize * entry
+        } else {
+            128 << 20
+        };
         FaultPlan {
             nodes,
+            max_batch_bytes,
+            max_sync_batch_bytes,
+            max_diff_bytes,
             fault_ticks: rng.gen_range(100..400),
             max_delay_ticks: rng.gen_range(1..5),
             loss,

@@ -226,6 +226,9 @@ impl World {
             epoch_counter_limit: self.plan.epoch_counter_limit,
             max_diff_entries: self.plan.max_diff_entries,
             max_sync_batch_entries: self.plan.max_sync_batch_entries,
+            max_batch_bytes: self.plan.max_batch_bytes,
+            max_sync_batch_bytes: self.plan.max_sync_batch_bytes,
+            max_diff_bytes: self.plan.max_diff_bytes,
             #[cfg(test)]
             mutation: self.opts.mutation,
             ..Config::default()
