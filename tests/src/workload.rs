@@ -130,10 +130,14 @@ impl Client {
         final_read: bool,
     ) -> Op {
         let (member, base) = self.members[m].clone();
-        // A keepalive reads no state, so it carries no floor: a member behind the
-        // client's floor must still answer it (or refuse it) at once.
-        let reads_state = !matches!(call, Call::Keepalive { .. });
-        let min_zxid = (self.floor > 0 && reads_state).then_some(self.floor);
+        // A keepalive reads no state but its session's, so its floor is the
+        // session's creation (the session id is that entry's zxid), not the
+        // client's: a member behind the client's floor must still answer it
+        // (or refuse it) at once, but never before it knows the session.
+        let min_zxid = match &call {
+            Call::Keepalive { session } => Some(*session),
+            _ => (self.floor > 0).then_some(self.floor),
+        };
         let invoke_us = self.rec.now_us();
         let (outcome, zxid) =
             match tokio::time::timeout(timeout, self.send(&base, &call, min_zxid)).await {
@@ -524,13 +528,17 @@ pub async fn register_client(mut c: Client, cfg: WorkloadConfig, stop: Arc<Atomi
             }
             _ => {}
         }
-        if !op.is_ok() {
-            // Back off a little on errors so a partition does not become a storm.
-            tokio::time::sleep(cfg.think * 4).await;
+        if op.is_info() || op.fail_code() == Some("Unreachable") {
+            // Back off while the cluster is unavailable, as a real client would:
+            // fewer indeterminate ops keep the history checkable.
+            tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
         }
         tokio::time::sleep(cfg.think).await;
     }
 }
+
+/// Pause of a client after an indeterminate answer or an unreachable member.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(250);
 
 /// A sequential client: sequential creates until `stop`.
 pub async fn sequential_client(mut c: Client, cfg: WorkloadConfig, stop: Arc<AtomicBool>) {
@@ -546,7 +554,7 @@ pub async fn sequential_client(mut c: Client, cfg: WorkloadConfig, stop: Arc<Ato
             )
             .await;
         if !op.is_ok() {
-            tokio::time::sleep(cfg.think * 4).await;
+            tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
         }
         tokio::time::sleep(cfg.think * 2).await;
     }

@@ -201,6 +201,28 @@ pub enum Command {
     Sync,
     /// Probe /healthz and /readyz; exit 1 unless a member is ready.
     Health,
+    /// Print the changes at a node and its children (or its whole subtree)
+    /// as they happen, one per line, resuming on another member if one
+    /// fails; runs until interrupted, --count events or --for-ms pass.
+    Watch {
+        /// Node path.
+        path: String,
+        /// The whole subtree, not only the node and its children.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// First print every change after this zxid (from the history).
+        #[arg(long)]
+        from_zxid: Option<u64>,
+        /// Include the node's data and stat after each change.
+        #[arg(long)]
+        with_data: bool,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit after this many ms.
+        #[arg(long)]
+        for_ms: Option<u64>,
+    },
 }
 
 /// `keeperctl session ...`.

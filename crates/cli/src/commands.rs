@@ -6,7 +6,10 @@
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
-use keeper_client::{ApiError, Client, ClientConfig, Consistency, Error, SessionState, TxnRequest};
+use futures::StreamExt;
+use keeper_client::{
+    ApiError, Client, ClientConfig, Consistency, Error, SessionState, TxnRequest, WatchOptions,
+};
 use serde_json::json;
 
 use crate::args::{Cli, Command, SessionAction};
@@ -168,8 +171,60 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 writeln!(out, "healthz: {}\nreadyz: {}", health.status, ready.status)?;
             }
         }
+        Command::Watch {
+            path,
+            recursive,
+            from_zxid,
+            with_data,
+            count,
+            for_ms,
+        } => {
+            let options = WatchOptions {
+                recursive: *recursive,
+                from_zxid: *from_zxid,
+                with_data: *with_data,
+                ..WatchOptions::default()
+            };
+            watch(&client, path, options, *count, *for_ms, json, out).await?;
+        }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `keeperctl watch`: prints events until `count`, `for_ms` or a signal.
+async fn watch(
+    client: &Client,
+    path: &str,
+    options: WatchOptions,
+    count: Option<u64>,
+    for_ms: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let stream = client.watch(path, options);
+    futures::pin_mut!(stream);
+    let mut printed = 0u64;
+    let deadline = sleep_opt(for_ms);
+    tokio::pin!(deadline);
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    while count.is_none_or(|c| printed < c) {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            _ = &mut deadline => break,
+            _ = &mut stop => break,
+        };
+        let Some(event) = event else { break };
+        let event = event?;
+        if json {
+            out.write_all(&output::json_line(&output::watch_event_json(&event)))?;
+        } else {
+            out.write_all(&output::watch_event_text(&event))?;
+        }
+        out.flush()?;
+        printed += 1;
+    }
     Ok(())
 }
 
@@ -224,6 +279,7 @@ async fn session(
                     message: format!("session {} expired while held", session.id()),
                     path: None,
                     index: None,
+                    oldest_zxid: None,
                 })));
             }
             session.close().await?;

@@ -6,7 +6,10 @@
 //! `{"path","data"|"data_b64","stat"}`, a create `{"path","stat"}`, a txn
 //! `{"results":[...]}`, and so on.
 
-use keeper_client::{ChildrenPage, ClusterInfo, Created, Error, Node, OpResult, SessionInfo, Stat};
+use base64::Engine as _;
+use keeper_client::{
+    ChildrenPage, ClusterInfo, Created, Error, Node, OpResult, SessionInfo, Stat, WatchEvent,
+};
 use serde_json::{json, Value};
 
 /// One JSON value per line.
@@ -28,6 +31,41 @@ pub fn node_data(node: &Node, terminal: bool) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// `watch`: `ZXID TYPE PATH`, and ` DATA` when the event carries UTF-8 data.
+pub fn watch_event_text(event: &WatchEvent) -> Vec<u8> {
+    let mut line = format!("{} {} {}", event.zxid, event.kind.as_str(), event.path);
+    if let Some(data) = &event.data {
+        match std::str::from_utf8(data) {
+            Ok(text) => {
+                line.push(' ');
+                line.push_str(text);
+            }
+            Err(_) => line.push_str(&format!(" <{} bytes>", data.len())),
+        }
+    }
+    line.push('\n');
+    line.into_bytes()
+}
+
+/// `watch --json`: the server's event shape, `{"type","zxid","path",...}`.
+pub fn watch_event_json(event: &WatchEvent) -> Value {
+    let mut v = json!({
+        "type": event.kind.as_str(),
+        "zxid": event.zxid,
+        "path": event.path,
+    });
+    if let Some(stat) = &event.stat {
+        v["stat"] = to_json(stat);
+    }
+    if let Some(data) = &event.data {
+        match std::str::from_utf8(data) {
+            Ok(text) => v["data"] = json!(text),
+            Err(_) => v["data_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(data)),
+        }
+    }
+    v
 }
 
 /// `stat`: one `name: value` line per field, in wire order.
@@ -246,6 +284,7 @@ mod tests {
             message: "node does not exist".into(),
             path: Some("/a".into()),
             index: None,
+            oldest_zxid: None,
         });
         assert_eq!(
             error_line(&err),

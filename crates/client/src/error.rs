@@ -137,6 +137,8 @@ pub struct ApiError {
     pub path: Option<String>,
     /// For a failed multi/txn: the index of the op that failed.
     pub index: Option<usize>,
+    /// For [`Error::Compacted`]: the oldest zxid a watch can still resume from.
+    pub oldest_zxid: Option<u64>,
 }
 
 impl fmt::Display for ApiError {
@@ -256,6 +258,8 @@ struct ErrorDetail {
     path: Option<String>,
     #[serde(default)]
     index: Option<usize>,
+    #[serde(default)]
+    oldest_zxid: Option<u64>,
 }
 
 /// How much of a non-JSON error body is kept in the message.
@@ -302,6 +306,7 @@ impl Error {
                         message,
                         path: d.path,
                         index: d.index,
+                        oldest_zxid: d.oldest_zxid,
                     },
                 )
             }
@@ -319,6 +324,7 @@ impl Error {
                         message,
                         path: None,
                         index: None,
+                        oldest_zxid: None,
                     },
                 )
             }
@@ -416,6 +422,7 @@ impl Error {
                 message: message.into(),
                 path: path.map(str::to_string),
                 index: None,
+                oldest_zxid: None,
             },
         )
     }
@@ -456,7 +463,8 @@ mod tests {
             Error::BadVersion(ApiError {
                 message: "expected 3, is 4".into(),
                 path: Some("/a".into()),
-                index: None
+                index: None,
+                oldest_zxid: None,
             })
         );
         assert_eq!(err.to_string(), "BadVersion: expected 3, is 4 (/a)");

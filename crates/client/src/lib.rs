@@ -57,6 +57,7 @@ mod error;
 mod session;
 mod transport;
 mod types;
+mod watch;
 
 pub use client::{Client, Consistency, MAX_CHILDREN_PAGES};
 pub use config::{
@@ -73,3 +74,4 @@ pub use types::{
     ChildrenPage, ClusterInfo, CreateMode, CreateOptions, Created, Health, Member, Node, Op,
     OpResult, Role, SessionInfo, Stat, TxnRequest, TxnResponse, ANY_VERSION,
 };
+pub use watch::{EventType, OneShotWatch, WatchEvent, WatchKind, WatchOptions};

@@ -53,11 +53,15 @@ pub(crate) struct Call {
 pub(crate) struct Answer {
     pub status: u16,
     pub body: Bytes,
+    /// The answering member's `X-Keeper-Zxid`: the state the answer reflects.
+    pub zxid: Option<u64>,
 }
 
 /// Shared by all clones of a client.
 pub(crate) struct Transport {
     http: reqwest::Client,
+    /// For event streams: no overall timeout (a stream lives until dropped).
+    stream_http: reqwest::Client,
     endpoints: Vec<String>,
     config: ClientConfig,
     /// Index of the member to try first.
@@ -87,8 +91,14 @@ impl Transport {
             .timeout(config.request_timeout)
             .build()
             .map_err(|e| Error::config(format!("http client: {e}")))?;
+        let stream_http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| Error::config(format!("http client: {e}")))?;
         Ok(Transport {
             http,
+            stream_http,
             endpoints,
             config,
             preferred: AtomicUsize::new(0),
@@ -110,6 +120,16 @@ impl Transport {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// The HTTP client for long-lived event streams.
+    pub fn stream_http(&self) -> &reqwest::Client {
+        &self.stream_http
+    }
+
+    /// The index of the member tried first.
+    pub fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Acquire) % self.endpoints.len()
     }
 
     /// After a failure at `idx`, prefer the next member (unless another call
@@ -216,12 +236,8 @@ impl Transport {
             }
             Err(e) => return Err(Failure::Lost(describe(&e))),
         };
-        if let Some(zxid) = response
-            .headers()
-            .get(ZXID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        let zxid = response_zxid(&response);
+        if let Some(zxid) = zxid {
             self.observe_zxid(zxid);
         }
         let status = response.status().as_u16();
@@ -230,7 +246,7 @@ impl Transport {
             .await
             .map_err(|e| Failure::Lost(format!("reading body: {}", describe(&e))))?;
         if (200..300).contains(&status) {
-            return Ok(Answer { status, body });
+            return Ok(Answer { status, body, zxid });
         }
         let err = Error::from_response(status, &body);
         let retry = match err.code() {
@@ -252,9 +268,18 @@ impl Transport {
     }
 }
 
+/// The `X-Keeper-Zxid` of a response, if present and numeric.
+pub(crate) fn response_zxid(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(ZXID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Error text from its source chain (reqwest's top-level message only repeats
 /// the URL); the top-level message when there are no sources.
-fn describe(err: &dyn std::error::Error) -> String {
+pub(crate) fn describe(err: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {

@@ -5,8 +5,9 @@
 //! [`ApplierInput`]. A dedicated thread applies everything queued with one
 //! `Store::apply_batch` (one RocksDB write per run of tree entries), then,
 //! in this order: advances the applied-zxid `watch` (which
-//! `X-Keeper-Min-Zxid` waits and read barriers observe), publishes the entry's
-//! [`ChangeEvent`]s on a bounded broadcast channel (the seam for watches), and
+//! `X-Keeper-Min-Zxid` waits and read barriers observe), publishes the run's
+//! [`ChangeEvent`]s as one [`AppliedChanges`] on a bounded broadcast channel
+//! (never waiting: the watch hub in `crate::watches` consumes it), and
 //! answers the waiting request (if this member took it) with its [`Applied`].
 //! Because the watch moves before the answer, a client's next request on this
 //! member sees its own write.
@@ -47,7 +48,7 @@ const MAX_APPLY_RUN_ENTRIES: usize = 1024;
 pub struct ApplierOptions {
     /// Committed batches queued for the apply thread before senders wait.
     pub queue_batches: usize,
-    /// Change events buffered for slow subscribers before they lag.
+    /// Apply runs ([`AppliedChanges`]) buffered for slow subscribers before they lag.
     pub event_channel_capacity: usize,
     /// Replay logged entries above `last_applied` at start. True for a
     /// standalone member (everything logged is committed); false in a
@@ -108,11 +109,23 @@ fn fail_all(batch: Vec<Committed>, error: ProposeError) {
     }
 }
 
+/// What one apply run changed, as published to watches: every entry up to
+/// `upto` is applied, and the changes of those after the previous batch's
+/// `upto` are `events`, in zxid and apply order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChanges {
+    pub upto: Zxid,
+    pub events: Vec<ChangeEvent>,
+    /// The store jumped to `upto` by installing a snapshot: the changes
+    /// between the previous batch and `upto` were never published.
+    pub reset: bool,
+}
+
 /// The reading side: what readers (HTTP, watches, barriers) observe. Cheap to clone.
 #[derive(Clone)]
 pub struct AppliedView {
     applied: watch::Receiver<Zxid>,
-    events: broadcast::Sender<ChangeEvent>,
+    events: broadcast::Sender<Arc<AppliedChanges>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -135,8 +148,8 @@ impl AppliedView {
         self.applied.clone()
     }
 
-    /// Subscribes to the change events of entries applied from now on.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<ChangeEvent> {
+    /// Subscribes to the changes of the runs applied from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<AppliedChanges>> {
         self.events.subscribe()
     }
 
@@ -222,7 +235,7 @@ fn apply_loop(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<ApplierMsg>,
     applied_tx: watch::Sender<Zxid>,
-    events: broadcast::Sender<ChangeEvent>,
+    events: broadcast::Sender<Arc<AppliedChanges>>,
     failed: Arc<AtomicBool>,
 ) {
     let mut last = store.last_applied();
@@ -233,6 +246,11 @@ fn apply_loop(
             ApplierMsg::Reset(zxid) => {
                 last = zxid;
                 applied_tx.send_replace(last);
+                let _ = events.send(Arc::new(AppliedChanges {
+                    upto: zxid,
+                    events: Vec::new(),
+                    reset: true,
+                }));
                 next = rx.blocking_recv();
                 continue;
             }
@@ -264,7 +282,7 @@ fn apply_run(
     batch: Vec<Committed>,
     mut last: Zxid,
     applied_tx: &watch::Sender<Zxid>,
-    events: &broadcast::Sender<ChangeEvent>,
+    events: &broadcast::Sender<Arc<AppliedChanges>>,
     failed: &AtomicBool,
 ) -> Zxid {
     let mut run = Vec::with_capacity(batch.len());
@@ -288,11 +306,18 @@ fn apply_run(
                 last = c.zxid;
             }
             applied_tx.send_replace(last);
+            let mut applied = applied;
+            let changes: Vec<ChangeEvent> = applied
+                .iter_mut()
+                .flat_map(|a| std::mem::take(&mut a.events))
+                .collect();
+            // Never waits: no subscribers is fine, lagging ones see `Lagged`.
+            let _ = events.send(Arc::new(AppliedChanges {
+                upto: last,
+                events: changes,
+                reset: false,
+            }));
             for (committed, applied) in run.into_iter().zip(applied) {
-                for event in &applied.events {
-                    // No subscribers is fine; lagging ones see `Lagged`.
-                    let _ = events.send(event.clone());
-                }
                 if let Some(reply) = committed.reply {
                     let _ = reply.send(Ok(applied));
                 }

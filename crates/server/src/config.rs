@@ -108,8 +108,25 @@ pub struct Config {
     pub reap_interval_ms: u64,
     /// Most nodes deleted by one reap transaction.
     pub max_reap_batch: usize,
-    /// Change events buffered for slow watch consumers before they lag.
+    /// Apply runs (each with its change events) buffered between the
+    /// applier and the watch dispatcher; a dispatcher further behind cuts
+    /// every stream off (each resumes from its last zxid).
     pub event_channel_capacity: usize,
+    /// Event streams (`/v1/events`) and waiting one-shot watches
+    /// (`/v1/watch`) open at once on this member; more are refused (503).
+    pub max_watch_streams: usize,
+    /// Paths one event stream may watch (its path plus `also=` paths).
+    pub max_watches_per_stream: usize,
+    /// Entries (zxids) with matching changes buffered per event stream; a
+    /// consumer this far behind is cut off with the zxid to resume from.
+    pub watch_stream_buffer: usize,
+    /// How often an event stream sends a progress event with the zxid it
+    /// has covered, in ms.
+    pub watch_progress_interval_ms: u64,
+    /// Longest `wait_ms` of a one-shot watch, in ms (also its default).
+    pub max_watch_wait_ms: u64,
+    /// Changes read from the history per step of a stream's replay.
+    pub watch_replay_chunk: usize,
     /// After a shutdown signal, how long in-flight requests may take to finish, in ms.
     pub shutdown_grace_ms: u64,
 
@@ -174,6 +191,12 @@ impl Default for Config {
             reap_interval_ms: 1_000,
             max_reap_batch: 1_000,
             event_channel_capacity: 4_096,
+            max_watch_streams: 10_000,
+            max_watches_per_stream: 64,
+            watch_stream_buffer: 1_024,
+            watch_progress_interval_ms: 1_000,
+            max_watch_wait_ms: 25_000,
+            watch_replay_chunk: 1_024,
             shutdown_grace_ms: 10_000,
             cluster_name: "keeper".to_string(),
             tick_ms: 50,
@@ -292,6 +315,15 @@ impl Config {
             ("reap_interval_ms", self.reap_interval_ms),
             ("max_reap_batch", self.max_reap_batch as u64),
             ("event_channel_capacity", self.event_channel_capacity as u64),
+            ("max_watch_streams", self.max_watch_streams as u64),
+            ("max_watches_per_stream", self.max_watches_per_stream as u64),
+            ("watch_stream_buffer", self.watch_stream_buffer as u64),
+            (
+                "watch_progress_interval_ms",
+                self.watch_progress_interval_ms,
+            ),
+            ("max_watch_wait_ms", self.max_watch_wait_ms),
+            ("watch_replay_chunk", self.watch_replay_chunk as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -314,6 +346,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "snapshot_window_bytes ({}) is below snapshot_chunk_bytes ({}): a stream could never send",
                 self.snapshot_window_bytes, self.snapshot_chunk_bytes
+            )));
+        }
+        if self.max_watch_wait_ms >= self.request_timeout_ms {
+            return Err(ConfigError(format!(
+                "max_watch_wait_ms ({}) must be below request_timeout_ms ({})",
+                self.max_watch_wait_ms, self.request_timeout_ms
             )));
         }
         if self.max_data_bytes > u32::MAX as usize {
@@ -442,6 +480,11 @@ mod tests {
             Box::new(|c| c.max_frame_bytes = u32::MAX as usize + 1),
             Box::new(|c| c.max_diff_bytes = c.max_batch_bytes - 1),
             Box::new(|c| c.max_reap_batch = 10_000),
+            Box::new(|c| c.max_watch_streams = 0),
+            Box::new(|c| c.max_watches_per_stream = 0),
+            Box::new(|c| c.watch_stream_buffer = 0),
+            Box::new(|c| c.watch_progress_interval_ms = 0),
+            Box::new(|c| c.max_watch_wait_ms = c.request_timeout_ms),
             Box::new(|c| c.peers = PeerSpec::parse_list("2=a:1,3=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,1=b:2").unwrap()),
             Box::new(|c| c.peers = PeerSpec::parse_list("1=a:1,2=b").unwrap()),

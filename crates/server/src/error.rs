@@ -69,6 +69,9 @@ pub struct ApiError {
     /// For a failed multi: the index of the failing op.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// For `Compacted`: the oldest zxid a watch can still resume from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_zxid: Option<u64>,
 }
 
 impl ApiError {
@@ -79,7 +82,21 @@ impl ApiError {
             message: message.into(),
             path: None,
             index: None,
+            oldest_zxid: None,
         }
+    }
+
+    /// `410 Compacted`: `from` is below the retained history, which now
+    /// starts after `oldest` (resume from `oldest` or later).
+    pub fn compacted(from: u64, oldest: u64) -> ApiError {
+        let mut e = ApiError::new(
+            ErrorCode::Compacted,
+            format!(
+                "the changes after zxid {from} have been compacted away; the oldest zxid to resume from is {oldest}"
+            ),
+        );
+        e.oldest_zxid = Some(oldest);
+        e
     }
 
     /// `400 BadArguments`.
@@ -143,6 +160,7 @@ impl From<TxnError> for ApiError {
             message,
             path,
             index: None,
+            oldest_zxid: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`standalone`] (one member: group-committed log append) or [`zab_driver`]
 //! (a cluster member: ZAB over [`peer`] links) -> [`applier`]
 //! (`Store::apply` in zxid order, applied-zxid watch, change events, answer).
+//! -> [`watches`] (the applied changes to one-shot watches and event streams).
 //! Around it: [`sessions`] (expiry tracking, create/close through the write
 //! path), [`reaper`] (containers and ttl nodes), [`config`], [`error`]
 //! (the API's one error type), [`metrics`], and [`node`] (start, serve, shut down).
@@ -20,6 +21,7 @@ pub mod proposer;
 pub mod reaper;
 pub mod sessions;
 pub mod standalone;
+pub mod watches;
 pub mod zab_driver;
 
 pub use config::{Config, ConfigError, PeerSpec};

@@ -106,9 +106,27 @@ struct ServerArgs {
     /// Most nodes deleted by one reap.
     #[arg(long, env = "KEEPER_MAX_REAP_BATCH", value_name = "N")]
     max_reap_batch: Option<usize>,
-    /// Change events buffered per slow watcher.
+    /// Apply runs buffered between the applier and the watch dispatcher.
     #[arg(long, env = "KEEPER_EVENT_CHANNEL_CAPACITY", value_name = "N")]
     event_channel_capacity: Option<usize>,
+    /// Event streams and waiting one-shot watches open at once.
+    #[arg(long, env = "KEEPER_MAX_WATCH_STREAMS", value_name = "N")]
+    max_watch_streams: Option<usize>,
+    /// Paths one event stream may watch.
+    #[arg(long, env = "KEEPER_MAX_WATCHES_PER_STREAM", value_name = "N")]
+    max_watches_per_stream: Option<usize>,
+    /// Entries with changes buffered per event stream before a slow consumer is cut off.
+    #[arg(long, env = "KEEPER_WATCH_STREAM_BUFFER", value_name = "N")]
+    watch_stream_buffer: Option<usize>,
+    /// Period of an event stream's progress events, in ms.
+    #[arg(long, env = "KEEPER_WATCH_PROGRESS_INTERVAL_MS", value_name = "MS")]
+    watch_progress_interval_ms: Option<u64>,
+    /// Longest wait of a one-shot watch, in ms.
+    #[arg(long, env = "KEEPER_MAX_WATCH_WAIT_MS", value_name = "MS")]
+    max_watch_wait_ms: Option<u64>,
+    /// Changes read from the history per step of a stream's replay.
+    #[arg(long, env = "KEEPER_WATCH_REPLAY_CHUNK", value_name = "N")]
+    watch_replay_chunk: Option<usize>,
     /// Time in-flight requests get after SIGTERM, in ms.
     #[arg(long, env = "KEEPER_SHUTDOWN_GRACE_MS", value_name = "MS")]
     shutdown_grace_ms: Option<u64>,
@@ -183,6 +201,18 @@ fn defaults() -> Vec<(&'static str, String)> {
             "event_channel_capacity",
             d.event_channel_capacity.to_string(),
         ),
+        ("max_watch_streams", d.max_watch_streams.to_string()),
+        (
+            "max_watches_per_stream",
+            d.max_watches_per_stream.to_string(),
+        ),
+        ("watch_stream_buffer", d.watch_stream_buffer.to_string()),
+        (
+            "watch_progress_interval_ms",
+            d.watch_progress_interval_ms.to_string(),
+        ),
+        ("max_watch_wait_ms", d.max_watch_wait_ms.to_string()),
+        ("watch_replay_chunk", d.watch_replay_chunk.to_string()),
         ("shutdown_grace_ms", d.shutdown_grace_ms.to_string()),
         ("cluster_name", d.cluster_name.clone()),
         ("tick_ms", d.tick_ms.to_string()),
@@ -253,6 +283,12 @@ fn build_config(args: ServerArgs) -> Result<Config, String> {
         reap_interval_ms,
         max_reap_batch,
         event_channel_capacity,
+        max_watch_streams,
+        max_watches_per_stream,
+        watch_stream_buffer,
+        watch_progress_interval_ms,
+        max_watch_wait_ms,
+        watch_replay_chunk,
         shutdown_grace_ms,
         cluster_name,
         tick_ms,

@@ -102,6 +102,15 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Nodes deleted by the reaper.
     pub nodes_reaped: AtomicU64,
+    /// Watch events written to event streams and answered to one-shot watches
+    /// (change events only; progress and cut-off events are not counted).
+    pub watch_events_sent: AtomicU64,
+    /// Event streams cut off because their consumer fell too far behind.
+    pub watch_slow_consumers: AtomicU64,
+    /// Reads of the change history (stream replays and `after_zxid` checks).
+    pub watch_replay_reads: AtomicU64,
+    /// Watch requests refused because `max_watch_streams` were open.
+    pub watch_streams_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -115,6 +124,10 @@ impl Default for Metrics {
             request_seconds: Histogram::new(SECONDS_BOUNDS),
             sessions_expired: AtomicU64::new(0),
             nodes_reaped: AtomicU64::new(0),
+            watch_events_sent: AtomicU64::new(0),
+            watch_slow_consumers: AtomicU64::new(0),
+            watch_replay_reads: AtomicU64::new(0),
+            watch_streams_refused: AtomicU64::new(0),
         }
     }
 }
@@ -127,6 +140,8 @@ pub struct Gauges {
     pub epoch: u32,
     pub sessions: usize,
     pub znodes: usize,
+    /// Event streams and waiting one-shot watches open on this member.
+    pub watch_streams: usize,
 }
 
 impl Metrics {
@@ -208,6 +223,26 @@ impl Metrics {
                 "Nodes deleted by the reaper.",
                 &self.nodes_reaped,
             ),
+            (
+                "keeper_watch_events_sent_total",
+                "Change events sent to watch streams and one-shot watches.",
+                &self.watch_events_sent,
+            ),
+            (
+                "keeper_watch_slow_consumers_total",
+                "Event streams cut off because their consumer fell too far behind.",
+                &self.watch_slow_consumers,
+            ),
+            (
+                "keeper_watch_replay_reads_total",
+                "Reads of the change history for stream replays and after_zxid checks.",
+                &self.watch_replay_reads,
+            ),
+            (
+                "keeper_watch_streams_refused_total",
+                "Watch requests refused because max_watch_streams were open.",
+                &self.watch_streams_refused,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -245,6 +280,11 @@ impl Metrics {
                 "keeper_znodes",
                 "Znodes in the tree, the root included.",
                 gauges.znodes as u64,
+            ),
+            (
+                "keeper_watch_streams_open",
+                "Event streams and waiting one-shot watches open on this member.",
+                gauges.watch_streams as u64,
             ),
         ];
         for (name, help, v) in gauges {

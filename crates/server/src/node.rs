@@ -21,6 +21,7 @@ use crate::proposer::Proposer;
 use crate::reaper;
 use crate::sessions::{self, SessionTracker, Sessions};
 use crate::standalone::{StandaloneOptions, StandaloneProposer};
+use crate::watches::Hub;
 use crate::zab_driver::{DriverParts, MemberAddr, PeerMsg, ZabOptions, ZabProposer};
 use keeper_store::{Store, StoreError};
 use std::future::Future;
@@ -172,6 +173,12 @@ impl Node {
                 stop_rx,
             )),
         ];
+        let watches = Hub::start(
+            &view,
+            metrics.clone(),
+            config.max_watch_streams,
+            config.watch_stream_buffer,
+        )?;
         let state = AppState::new(http::Shared {
             config: Arc::new(config),
             store,
@@ -179,6 +186,7 @@ impl Node {
             applied: view,
             sessions,
             metrics,
+            watches,
             ready: Arc::new(AtomicBool::new(true)),
         });
         Ok(Node {
@@ -281,6 +289,7 @@ pub async fn run(
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let failure = node.failure();
     let failed_at_end = failure.clone();
+    let watches = node.state().watches.clone();
     let graceful = async move {
         let failed = async move {
             match failure {
@@ -296,6 +305,8 @@ pub async fn run(
             _ = shutdown => {}
             _ = failed => tracing::error!("replication failed; shutting this member down"),
         }
+        // Open event streams end now (each gets its resume zxid).
+        watches.close();
         let _ = signalled_tx.send(true);
     };
     let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);

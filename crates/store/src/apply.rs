@@ -24,7 +24,8 @@
 //! create (`/q/` -> `/q/0000000004`); the final path must be valid.
 
 use crate::keys::{
-    ephemeral_key, node_key, reap_key, u64_key, CF_EPHEMERALS, CF_NODES, CF_REAP, CF_SESSIONS,
+    change_key, ephemeral_key, node_key, reap_key, u64_key, CF_CHANGES, CF_EPHEMERALS, CF_NODES,
+    CF_REAP, CF_SESSIONS,
 };
 use crate::path::{split_parent, validate_path};
 use crate::record::NodeRecord;
@@ -266,11 +267,16 @@ impl Overlay<'_> {
         }
     }
 
-    fn event(&mut self, path: &str, kind: ChangeKind) {
+    /// Records a change; `node` is the state it left at `path` (the parent's
+    /// for `ChildrenChanged`, where the data is left out).
+    fn event(&mut self, path: &str, kind: ChangeKind, node: Option<&NodeRecord>) {
+        let with_data = matches!(kind, ChangeKind::Created | ChangeKind::DataChanged);
         self.events.push(ChangeEvent {
             zxid: self.zxid,
             path: path.to_string(),
             kind,
+            stat: node.map(|n| n.stat),
+            data: node.filter(|_| with_data).map(|n| n.data.clone()),
         });
     }
 
@@ -374,21 +380,19 @@ impl Overlay<'_> {
             data_length: data.len() as u32,
             num_children: 0,
         };
-        self.put(
-            &path,
-            Some(NodeRecord {
-                stat,
-                mode,
-                ttl_ms,
-                data: data.clone(),
-            }),
-        );
+        let rec = NodeRecord {
+            stat,
+            mode,
+            ttl_ms,
+            data: data.clone(),
+        };
+        self.event(&path, ChangeKind::Created, Some(&rec));
+        self.put(&path, Some(rec));
         parent_rec.stat.cversion = parent_rec.stat.cversion.wrapping_add(1);
         parent_rec.stat.pzxid = z;
         parent_rec.stat.num_children += 1;
+        self.event(&parent, ChangeKind::ChildrenChanged, Some(&parent_rec));
         self.put(&parent, Some(parent_rec));
-        self.event(&path, ChangeKind::Created);
-        self.event(&parent, ChangeKind::ChildrenChanged);
         Ok(OpResult::Created { path, stat })
     }
 
@@ -405,8 +409,8 @@ impl Overlay<'_> {
         rec.stat.data_length = data.len() as u32;
         rec.data = data.clone();
         let stat = rec.stat;
+        self.event(path, ChangeKind::DataChanged, Some(&rec));
         self.put(path, Some(rec));
-        self.event(path, ChangeKind::DataChanged);
         Ok(OpResult::Set {
             path: path.to_string(),
             stat,
@@ -452,15 +456,27 @@ impl Overlay<'_> {
         parent_rec.stat.cversion = parent_rec.stat.cversion.wrapping_add(1);
         parent_rec.stat.pzxid = self.zxid.0;
         parent_rec.stat.num_children = parent_rec.stat.num_children.saturating_sub(1);
+        self.event(path, ChangeKind::Deleted, None);
+        self.event(&parent, ChangeKind::ChildrenChanged, Some(&parent_rec));
         self.put(&parent, Some(parent_rec));
-        self.event(path, ChangeKind::Deleted);
-        self.event(&parent, ChangeKind::ChildrenChanged);
         Ok(())
     }
 
     /// Writes every changed node and the index entries derived from it,
     /// hands the node changes to the run, and returns the events.
     fn commit(self, batch: &mut WriteBatch) -> Result<Vec<ChangeEvent>, StoreError> {
+        let changes_cf = self.store.cf(CF_CHANGES)?;
+        for (index, event) in self.events.iter().enumerate() {
+            let index = u32::try_from(index).map_err(|_| StoreError::Corrupt {
+                what: "change history",
+                detail: format!("entry {} made more than u32::MAX changes", self.zxid),
+            })?;
+            batch.put_cf(
+                changes_cf,
+                change_key(self.zxid.0, index),
+                crate::changes::encode_change(event),
+            );
+        }
         let nodes_cf = self.store.cf(CF_NODES)?;
         let eph_cf = self.store.cf(CF_EPHEMERALS)?;
         let reap_cf = self.store.cf(CF_REAP)?;

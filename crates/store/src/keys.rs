@@ -23,14 +23,19 @@ pub(crate) const CF_EPHEMERALS: &str = "ephemerals";
 pub(crate) const CF_REAP: &str = "reap";
 /// Store metadata (last applied zxid, log floor, ZAB epochs).
 pub(crate) const CF_META: &str = "meta";
+/// The change history that watch streams replay: [`change_key`] (big-endian
+/// zxid ++ big-endian index of the change within its entry) -> encoded
+/// `ChangeEvent`. Written in the same batch as the tree, compacted with the log.
+pub(crate) const CF_CHANGES: &str = "changes";
 
-pub(crate) const ALL_CFS: [&str; 6] = [
+pub(crate) const ALL_CFS: [&str; 7] = [
     CF_LOG,
     CF_NODES,
     CF_SESSIONS,
     CF_EPHEMERALS,
     CF_REAP,
     CF_META,
+    CF_CHANGES,
 ];
 
 /// meta: big-endian u64, the zxid of the last applied entry.
@@ -40,6 +45,9 @@ pub(crate) const META_LOG_FLOOR: &[u8] = b"log_floor";
 /// meta: big-endian u64, log segments numbered below it were replaced by an
 /// installed snapshot and are deleted when the store opens.
 pub(crate) const META_LOG_VOID_BELOW: &[u8] = b"log_void_below";
+/// meta: big-endian u64, every change with a zxid above it is in `CF_CHANGES`
+/// (the changes at or below it were compacted away or predate a snapshot).
+pub(crate) const META_CHANGES_FLOOR: &[u8] = b"changes_floor";
 /// meta: big-endian u32 accepted epoch ++ big-endian u32 current epoch.
 pub(crate) const META_ZAB: &[u8] = b"zab";
 
@@ -113,6 +121,14 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreE
         detail: format!("expected 8 bytes, got {}", bytes.len()),
     })?;
     Ok(u64::from_be_bytes(arr))
+}
+
+/// The `CF_CHANGES` key of the `index`th change made by the entry at `zxid`.
+pub(crate) fn change_key(zxid: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&zxid.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
 }
 
 /// The ephemeral-index key of (`session`, `path`).

@@ -16,6 +16,7 @@
 //! (empty; stores written before the log moved to `wal` had it there).
 
 mod apply;
+mod changes;
 #[cfg(test)]
 mod crash_test;
 mod error;
@@ -29,6 +30,7 @@ mod snapshot;
 mod types;
 mod wal;
 
+pub use changes::ChangesRead;
 pub use error::StoreError;
 pub use path::validate_path;
 pub use record::{node_digest, session_digest};
@@ -106,6 +108,8 @@ pub struct Store {
     /// [`Store::flush_tree`]). The log is never compacted above it.
     durable_applied: AtomicU64,
     last_logged: AtomicU64,
+    /// Every change above this zxid is in the change history (`changes`).
+    changes_floor: AtomicU64,
     /// The transaction log (segment files in `<dir>/log`).
     wal: wal::Wal,
     /// Serializes log mutations (append, truncate, compact) and `last_logged`.
@@ -188,6 +192,7 @@ impl Store {
             last_applied: AtomicU64::new(0),
             durable_applied: AtomicU64::new(0),
             last_logged: AtomicU64::new(0),
+            changes_floor: AtomicU64::new(0),
             wal,
             log_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
@@ -214,6 +219,7 @@ impl Store {
         };
         store.last_applied.store(last_applied, Ordering::Release);
         store.durable_applied.store(last_applied, Ordering::Release);
+        store.load_changes_floor(last_applied)?;
         *store.mem_write() = MemTree::load(&store.db, store.cf(CF_NODES)?, last_applied)?;
         store.move_log_out_of_rocksdb()?;
         store

@@ -118,9 +118,11 @@ impl Store {
             }
             Ok(())
         })?;
-        if removed.is_none() {
+        let Some(removed_max) = removed else {
             return Ok(zxid);
-        }
+        };
+        // The change history is kept exactly as long as the log.
+        self.compact_changes_through(removed_max)?;
         self.last_logged
             .store(self.compute_last_logged()?, Ordering::Release);
         Ok(zxid)

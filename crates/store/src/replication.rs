@@ -12,8 +12,8 @@
 //! the WAL). The member's own ZAB epochs are kept.
 
 use crate::keys::{
-    decode_u64, u64_key, ALL_CFS, CF_LOG, CF_META, CF_NODES, CF_SESSIONS, META_LAST_APPLIED,
-    META_LOG_FLOOR, META_LOG_VOID_BELOW,
+    decode_u64, u64_key, ALL_CFS, CF_CHANGES, CF_LOG, CF_META, CF_NODES, CF_SESSIONS,
+    META_LAST_APPLIED, META_LOG_FLOOR, META_LOG_VOID_BELOW,
 };
 use crate::mem::MemTree;
 use crate::{SessionId, SessionInfo};
@@ -82,6 +82,12 @@ impl Store {
         let mut batch = WriteBatch::default();
         for name in ALL_CFS {
             if name == CF_META {
+                continue;
+            }
+            if name == CF_CHANGES {
+                // The history restarts at the snapshot (the leader's may
+                // reach further back, but copying it is not worth the time).
+                self.reset_changes(&mut batch, zxid)?;
                 continue;
             }
             let live = self.cf(name)?;

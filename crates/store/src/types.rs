@@ -227,11 +227,19 @@ pub enum ChangeKind {
 }
 
 /// One change made by an applied entry, in the order apply made them.
+/// Every member computes the same list for the same entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub zxid: Zxid,
     pub path: String,
     pub kind: ChangeKind,
+    /// The node's stat right after this change: the new node's (`Created`),
+    /// the node's (`DataChanged`), the parent's (`ChildrenChanged`); `None`
+    /// for `Deleted`.
+    pub stat: Option<Stat>,
+    /// The node's data right after this change (`Created`, `DataChanged`);
+    /// `None` otherwise.
+    pub data: Option<Bytes>,
 }
 
 /// Everything `Store::apply` returns.

@@ -907,7 +907,15 @@ fn entries_round_trip_and_garbage_is_corrupt() {
 
 /// Writes raw bytes into a column family of a closed store.
 fn poke(dir: &Path, cf: &str, key: &[u8], value: &[u8]) {
-    let names = ["log", "nodes", "sessions", "ephemerals", "reap", "meta"];
+    let names = [
+        "log",
+        "nodes",
+        "sessions",
+        "ephemerals",
+        "reap",
+        "meta",
+        "changes",
+    ];
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, names).unwrap();
     db.put_cf(db.cf_handle(cf).unwrap(), key, value).unwrap();
 }
@@ -919,8 +927,15 @@ fn corrupt_records_are_errors_not_panics() {
     h.store = None;
     poke(h.dir.path(), "sessions", b"short", b"x");
     poke(h.dir.path(), "reap", b"abc", b"x");
+    let mut change_key = u64::MAX.to_be_bytes().to_vec();
+    change_key.extend_from_slice(&[0, 0, 0, 0]);
+    poke(h.dir.path(), "changes", &change_key, b"\xff\xff");
     h.reopen();
     let s = h.store();
+    assert!(matches!(
+        s.read_changes(keeper_zab::Zxid(u64::MAX - 1), 10),
+        Err(StoreError::Corrupt { .. })
+    ));
     assert!(matches!(s.sessions(), Err(StoreError::Corrupt { .. })));
     assert!(matches!(
         s.reap_candidates(u64::MAX, 10),

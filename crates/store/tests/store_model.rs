@@ -94,11 +94,15 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn ev(&mut self, path: &str, kind: ChangeKind) {
+    /// A change and the state it left: `node` is the changed node's stat and
+    /// data (the parent's stat alone for `ChildrenChanged`, nothing for `Deleted`).
+    fn ev(&mut self, path: &str, kind: ChangeKind, stat: Option<Stat>, data: Option<Bytes>) {
         self.events.push(ChangeEvent {
             zxid: Zxid(self.zxid),
             path: path.into(),
             kind,
+            stat,
+            data,
         });
     }
 }
@@ -195,8 +199,14 @@ impl Model {
                 p.stat.cversion += 1;
                 p.stat.pzxid = c.zxid;
                 p.stat.num_children += 1;
-                c.ev(&full, ChangeKind::Created);
-                c.ev(&parent, ChangeKind::ChildrenChanged);
+                let parent_stat = p.stat;
+                c.ev(&full, ChangeKind::Created, Some(stat), Some(data.clone()));
+                c.ev(
+                    &parent,
+                    ChangeKind::ChildrenChanged,
+                    Some(parent_stat),
+                    None,
+                );
                 Ok(OpResult::Created { path: full, stat })
             }
             Op::Set {
@@ -222,7 +232,12 @@ impl Model {
                 n.stat.data_length = data.len() as u32;
                 n.data = data.clone();
                 let stat = n.stat;
-                c.ev(path, ChangeKind::DataChanged);
+                c.ev(
+                    path,
+                    ChangeKind::DataChanged,
+                    Some(stat),
+                    Some(data.clone()),
+                );
                 Ok(OpResult::Set {
                     path: path.clone(),
                     stat,
@@ -263,8 +278,14 @@ impl Model {
         p.stat.cversion += 1;
         p.stat.pzxid = c.zxid;
         p.stat.num_children -= 1;
-        c.ev(path, ChangeKind::Deleted);
-        c.ev(&parent, ChangeKind::ChildrenChanged);
+        let parent_stat = p.stat;
+        c.ev(path, ChangeKind::Deleted, None, None);
+        c.ev(
+            &parent,
+            ChangeKind::ChildrenChanged,
+            Some(parent_stat),
+            None,
+        );
     }
 
     fn apply(&mut self, zxid: u64, entry: &Entry) -> (TxnOutcome, Vec<ChangeEvent>) {

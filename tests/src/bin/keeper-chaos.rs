@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     clients: usize,
     /// Most linearizability search steps per key group (then "unknown").
-    #[arg(long, default_value_t = 20_000_000)]
+    #[arg(long, default_value_t = 200_000_000)]
     search_budget: u64,
     /// Output directory (one sub-directory per run).
     #[arg(long, default_value = "target/chaos")]

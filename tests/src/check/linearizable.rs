@@ -62,6 +62,10 @@ struct MEntry {
     class: Option<usize>,
 }
 
+/// Most (linearized set, state) pairs remembered per group (a few GiB at most)
+/// before the search answers `unknown`.
+const MAX_CACHED_CONFIGURATIONS: usize = 5_000_000;
+
 /// Placeholder for every value that no read ever returned.
 const UNSEEN: u32 = u32::MAX;
 
@@ -255,7 +259,7 @@ fn search(entries: &mut [MEntry], nkeys: usize, budget: u64) -> Search {
     let mut cur = next[0];
     while next[0] != usize::MAX {
         steps += 1;
-        if steps > budget {
+        if steps > budget || cache.len() > MAX_CACHED_CONFIGURATIONS {
             return Search::Budget;
         }
         if cur == usize::MAX {

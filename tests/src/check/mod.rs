@@ -99,7 +99,7 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
-            search_budget: 20_000_000,
+            search_budget: 200_000_000,
         }
     }
 }

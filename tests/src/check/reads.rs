@@ -1,19 +1,24 @@
 //! Sequential consistency of reads, through zxids: no read goes back in time.
 //!
-//! Every answer carries `X-Keeper-Zxid`, the zxid of the state it reflects, and
-//! every write's Stat carries its own zxid (`mzxid`). A client that sends its
-//! highest zxid seen as `X-Keeper-Min-Zxid` must:
+//! Every answer carries `X-Keeper-Zxid`, the last zxid the member had applied
+//! when it answered (at least the state the answer shows, maybe more), and every
+//! write's Stat carries its own zxid (`mzxid`). A request with
+//! `X-Keeper-Min-Zxid: f` is served from a state that includes every zxid up to
+//! `f` (the member waits for it first). A client that sends its highest zxid
+//! seen as its floor must:
 //! 1. never get an answer below the floor it sent, and never see the zxid of its
 //!    answers go down;
 //! 2. never see a key's `mzxid` go down (its own writes included);
 //!
-//! And every read, default or linearizable, must show the state of its zxid:
+//! And every read, default or linearizable, must show a state between its floor
+//! and its answer's zxid:
 //! 3. a value with the `mzxid` and version of the acknowledged write that wrote it,
 //!    and never a value that no client ever wrote;
-//! 4. not an older value when an acknowledged write to the key with a zxid above
-//!    the value's but not above the read's is known (a stale read);
-//! 5. not "no node" when an acknowledged write to the key is at or below the read's
-//!    zxid and no delete can lie between them.
+//! 4. no write newer than the answer's zxid, and not an older value when an
+//!    acknowledged write to the key with a zxid above the value's but not above
+//!    the floor is known (a stale read);
+//! 5. not "no node" when an acknowledged write to the key is at or below the
+//!    floor and no delete can lie between them.
 
 use super::linearizable::describe;
 use super::Verdict;
@@ -128,7 +133,10 @@ pub fn check(history: &History) -> Verdict {
                     ));
                 }
             }
-            if let Some(z) = op.zxid {
+            // A keepalive's floor is its session's creation, not the client's
+            // highest zxid (see workload): it may be answered by a member behind.
+            let carries_client_floor = !matches!(op.call, Call::Keepalive { .. });
+            if let Some(z) = op.zxid.filter(|_| carries_client_floor) {
                 if let Some((h, hop)) = high {
                     if z < h && op.min_zxid.is_some() {
                         violations.push(format!(
@@ -169,6 +177,9 @@ pub fn check(history: &History) -> Verdict {
         let Some(z) = op.zxid else {
             continue;
         };
+        // The state read includes everything up to the floor (not up to `z`:
+        // the answer's zxid is taken after the read).
+        let floor = op.min_zxid.unwrap_or(0);
         let Some(kw) = keys.get(key) else {
             continue;
         };
@@ -198,14 +209,14 @@ pub fn check(history: &History) -> Verdict {
                         describe(op)
                     ));
                 }
-                let newer = if n.mzxid < z {
-                    kw.by_zxid.range(n.mzxid + 1..=z).next_back()
+                let newer = if n.mzxid < floor {
+                    kw.by_zxid.range(n.mzxid + 1..=floor).next_back()
                 } else {
                     None
                 };
                 if let Some((m, wop)) = newer {
                     violations.push(format!(
-                        "stale read of {key}: state at zxid {z} shows mzxid {}, but op #{wop} wrote it at zxid {m}: {}",
+                        "stale read of {key}: a state including zxid {floor} (the client's floor) shows mzxid {}, but op #{wop} wrote it at zxid {m}: {}",
                         n.mzxid,
                         describe(op)
                     ));
@@ -213,10 +224,10 @@ pub fn check(history: &History) -> Verdict {
             }
             Outcome::Fail { code, .. } if code == "NoNode" => {
                 reads += 1;
-                if let Some((m, wop)) = kw.by_zxid.range(..=z).next_back() {
+                if let Some((m, wop)) = kw.by_zxid.range(..=floor).next_back() {
                     if kw.delete_upper.iter().all(|u| *u <= *m) {
                         violations.push(format!(
-                            "read of {key} at zxid {z} says no node, but op #{wop} wrote it at zxid {m} and no delete can come after: {}",
+                            "read of {key} from a state including zxid {floor} says no node, but op #{wop} wrote it at zxid {m} and no delete can come after: {}",
                             describe(op)
                         ));
                     }
@@ -332,8 +343,16 @@ mod tests {
     #[test]
     fn rejects_a_stale_value_at_a_newer_zxid() {
         let mut b = base();
-        // Claims the state at zxid 25 but shows the value of zxid 10.
-        get(&mut b, 3, "/k", 40, ok(Some(seen("a", 0, 10))), 25, None);
+        // Asked for a state including zxid 25 but shows the value of zxid 10.
+        get(
+            &mut b,
+            3,
+            "/k",
+            40,
+            ok(Some(seen("a", 0, 10))),
+            25,
+            Some(25),
+        );
         let v = check(&b.history());
         assert_eq!(v.result, VerdictKind::Invalid);
         assert!(
@@ -357,14 +376,57 @@ mod tests {
     }
 
     #[test]
+    fn answer_zxid_taken_after_the_read_is_not_a_stale_read() {
+        // The member applied zxid 20 between reading (zxid 10) and answering.
+        let mut b = base();
+        get(
+            &mut b,
+            3,
+            "/k",
+            40,
+            ok(Some(seen("a", 0, 10))),
+            20,
+            Some(10),
+        );
+        let v = check(&b.history());
+        assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
+    }
+
+    #[test]
+    fn keepalive_answered_behind_the_clients_floor_is_not_going_back() {
+        let mut b = base();
+        get(
+            &mut b,
+            2,
+            "/k",
+            40,
+            ok(Some(seen("b", 1, 20))),
+            25,
+            Some(20),
+        );
+        // Its floor is the session's creation (zxid 5), not the client's 25.
+        let id = b.op(
+            2,
+            Call::Keepalive { session: 5 },
+            50,
+            55,
+            ok(None),
+            Some(12),
+        );
+        b.ops[id as usize].min_zxid = Some(5);
+        let v = check(&b.history());
+        assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
+    }
+
+    #[test]
     fn rejects_no_node_after_a_write_with_no_delete() {
         let mut b = base();
-        get(&mut b, 3, "/k", 40, fail(404, "NoNode"), 25, None);
+        get(&mut b, 3, "/k", 40, fail(404, "NoNode"), 25, Some(25));
         assert_eq!(check(&b.history()).result, VerdictKind::Invalid);
         // With a delete that may come after the write, it is fine.
         let mut b = base();
         b.delete(5, "/k", (35, 36), info());
-        get(&mut b, 3, "/k", 40, fail(404, "NoNode"), 25, None);
+        get(&mut b, 3, "/k", 40, fail(404, "NoNode"), 25, Some(25));
         assert_eq!(check(&b.history()).result, VerdictKind::Valid);
     }
 }

@@ -12,7 +12,8 @@
 //!   member cut off from the quorum shows: the majority expires the session while
 //!   the client keeps hearing "alive";
 //! - **resurrection**: a keepalive acknowledged after another one was answered
-//!   `SessionExpired` by a member that had applied the session's creation;
+//!   `SessionExpired` by a member that had applied the session's creation (the
+//!   keepalive carried the session id, its creation's zxid, as its floor);
 //! - **outliving**: an ephemeral still there in a state after its session's close
 //!   was acknowledged, or still there in the final read-back after healing,
 //!   when every session had long been abandoned (sessions must expire);
@@ -61,8 +62,10 @@ pub fn check(history: &History) -> Verdict {
                     .acked_keepalives
                     .push(op);
             }
+            // Only an answer from a state that includes the session's creation
+            // (the session id is its creation's zxid) says it ended.
             (Call::Keepalive { session }, Outcome::Fail { code, .. })
-                if code == "SessionExpired" && op.zxid.is_some_and(|z| z >= *session) =>
+                if code == "SessionExpired" && op.min_zxid.is_some_and(|f| f >= *session) =>
             {
                 sessions
                     .entry(*session)
@@ -126,7 +129,7 @@ pub fn check(history: &History) -> Verdict {
             if let Call::Get { key, linearizable } = &op.call {
                 if let Some(create) = s.ephemerals.get(key) {
                     let czxid = create.node().map(|n| n.czxid).unwrap_or(u64::MAX);
-                    let includes_create = op.zxid.is_some_and(|z| z >= czxid)
+                    let includes_create = op.min_zxid.is_some_and(|f| f >= czxid)
                         || (*linearizable && op.invoke_us > create.complete_us);
                     if includes_create && op.fail_code() == Some("NoNode") {
                         gone.push(op);
@@ -145,7 +148,9 @@ pub fn check(history: &History) -> Verdict {
                 let Call::Get { linearizable, .. } = &op.call else {
                     continue;
                 };
-                let includes_create = op.zxid.is_some_and(|z| z >= czxid)
+                // A state that includes the creation: the floor covers it, or
+                // a linearizable read invoked after the create was answered.
+                let includes_create = op.min_zxid.is_some_and(|f| f >= czxid)
                     || (*linearizable && op.invoke_us > create.complete_us);
                 match &op.outcome {
                     Outcome::Fail { code, .. } if code == "NoNode" && includes_create => {
@@ -201,7 +206,7 @@ pub fn check(history: &History) -> Verdict {
                                 describe(op)
                             ));
                         } else if let Some(close) = s.close_acked {
-                            let after = op.zxid.zip(close.zxid).is_some_and(|(z, c)| z >= c)
+                            let after = op.min_zxid.zip(close.zxid).is_some_and(|(f, c)| f >= c)
                                 || (*linearizable && op.invoke_us > close.complete_us);
                             if after {
                                 violations.push(format!(
@@ -284,7 +289,7 @@ mod tests {
     }
 
     fn keepalive(b: &mut Builder, at_ms: u64, out: Outcome, zxid: u64) {
-        b.op(
+        let id = b.op(
             1,
             Call::Keepalive { session: S },
             at_ms * MS,
@@ -292,6 +297,8 @@ mod tests {
             out,
             Some(zxid),
         );
+        // Keepalives carry their session's creation as their floor.
+        b.ops[id as usize].min_zxid = Some(S);
     }
 
     fn lread(b: &mut Builder, at_ms: u64, out: Outcome) -> u64 {

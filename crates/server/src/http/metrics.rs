@@ -15,6 +15,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         epoch: status.epoch,
         sessions: state.sessions.count(),
         znodes: state.store.node_count(),
+        watch_streams: state.watches.open(),
     });
     state.proposer.render_metrics(&mut text);
     (

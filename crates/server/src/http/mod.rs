@@ -4,6 +4,7 @@
 //! the read barrier for `?consistency=linearizable`), writes become a `Txn`
 //! handed to the [`Proposer`]. One module per resource: [`nodes`],
 //! [`children`], [`txn`], [`sessions`], [`cluster`] (+ `/v1/sync`),
+//! [`watch`] (one-shot watches), [`events`] (event streams, SSE),
 //! [`health`], [`metrics`].
 //!
 //! Every route is listed once in [`routes`] (method, OpenAPI path, router
@@ -12,16 +13,20 @@
 //! (`X-Keeper-Min-Zxid` wait, `X-Keeper-Zxid` on every response, request
 //! metrics, a debug event per request), then timeout and the global concurrency limit (both
 //! answered in the [`ApiError`] format), then the body size limit (rejected
-//! by [`extract::JsonBody`] as `413 TooLarge`).
+//! by [`extract::JsonBody`] as `413 TooLarge`). Watch routes (long polls
+//! and streams, [`RouteSpec::long_lived`]) skip the timeout and the
+//! concurrency limit: `max_watch_streams` bounds them instead.
 
 pub mod children;
 pub mod cluster;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod nodes;
 pub mod sessions;
 pub mod txn;
+pub mod watch;
 
 use crate::applier::AppliedView;
 use crate::config::Config;
@@ -29,6 +34,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::sessions::Sessions;
+use crate::watches::Hub;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
@@ -73,6 +79,8 @@ pub struct Shared {
     pub applied: AppliedView,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
+    /// The member's watches (one-shot and streams).
+    pub watches: Arc<Hub>,
     /// False while starting and once shutting down (`/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
 }
@@ -94,10 +102,15 @@ pub struct RouteSpec {
     pub spec_path: &'static str,
     /// The axum patterns that serve it (the root of a znode prefix needs extra ones).
     pub patterns: &'static [&'static str],
+    /// A long poll or a stream: served without the request timeout and the
+    /// concurrency limit (bounded by `max_watch_streams` instead).
+    pub long_lived: bool,
 }
 
 const NODE_PATTERNS: &[&str] = &["/v1/nodes", "/v1/nodes/", "/v1/nodes/{*path}"];
 const CHILDREN_PATTERNS: &[&str] = &["/v1/children", "/v1/children/", "/v1/children/{*path}"];
+const WATCH_PATTERNS: &[&str] = &["/v1/watch", "/v1/watch/", "/v1/watch/{*path}"];
+const EVENTS_PATTERNS: &[&str] = &["/v1/events", "/v1/events/", "/v1/events/{*path}"];
 
 /// The route table: every route with its handler. The only list of routes.
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -112,6 +125,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 method,
                 spec_path,
                 patterns,
+                long_lived: spec_path.starts_with("/v1/watch/")
+                    || spec_path.starts_with("/v1/events/"),
             },
             handler,
         )
@@ -147,6 +162,18 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/v1/children/{path}",
             CHILDREN_PATTERNS,
             on(MethodFilter::GET, children::list),
+        ),
+        r(
+            Method::GET,
+            "/v1/watch/{path}",
+            WATCH_PATTERNS,
+            on(MethodFilter::GET, watch::watch),
+        ),
+        r(
+            Method::GET,
+            "/v1/events/{path}",
+            EVENTS_PATTERNS,
+            on(MethodFilter::GET, events::events),
         ),
         r(
             Method::POST,
@@ -214,16 +241,22 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 /// The API router over `state`, with every layer. Testable with `oneshot`.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let mut router: Router<AppState> = Router::new();
+    let mut limited: Router<AppState> = Router::new();
+    let mut long_lived: Router<AppState> = Router::new();
     for (spec, handler) in routes() {
+        let router = if spec.long_lived {
+            &mut long_lived
+        } else {
+            &mut limited
+        };
         for pattern in spec.patterns {
-            router = router.route(pattern, handler.clone());
+            *router = std::mem::take(router).route(pattern, handler.clone());
         }
     }
-    let router = router
+    with_limits(limited, &config)
+        .merge(long_lived)
         .fallback(no_such_endpoint)
-        .method_not_allowed_fallback(method_not_allowed);
-    with_limits(router, &config)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             zxid_layer,
