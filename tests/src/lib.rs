@@ -341,6 +341,25 @@ impl Cluster {
         }
     }
 
+    /// Waits (bounded) for member `id` to exit on its own and reaps it;
+    /// returns its exit code (`None`: still running at the deadline, or
+    /// killed by a signal).
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let m = self.member_mut(id);
+        loop {
+            let c = m.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                m.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills member `id` and deletes its data directory.
     pub fn wipe(&mut self, id: u64) {
         self.kill(id);

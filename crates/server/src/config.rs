@@ -246,6 +246,16 @@ pub struct Config {
     pub cluster_domain: String,
     /// StatefulSet startup: the peer port every pod listens on.
     pub peer_port: u16,
+    /// Cluster only: most snapshot bytes in flight to a follower and not yet
+    /// acknowledged as written (flow control); at least one chunk.
+    pub snapshot_window_bytes: u64,
+    /// Cluster only: a snapshot stream whose receiver acknowledges nothing
+    /// for this long fails (the follower rejoins and gets a new one), in ms.
+    pub snapshot_stall_timeout_ms: u64,
+    /// Cluster only: most bytes of peer messages a follower holds while it
+    /// installs a snapshot (handled in order afterwards; beyond this they
+    /// are dropped, which ZAB treats as message loss).
+    pub snapshot_install_stash_bytes: u64,
 }
 
 impl Default for Config {
@@ -315,6 +325,9 @@ impl Default for Config {
             namespace: "default".to_string(),
             cluster_domain: "cluster.local".to_string(),
             peer_port: 7888,
+            snapshot_window_bytes: 8 << 20,
+            snapshot_stall_timeout_ms: 10_000,
+            snapshot_install_stash_bytes: 64 << 20,
         }
     }
 }
@@ -408,6 +421,12 @@ impl Config {
             ("log_retain_entries", self.log_retain_entries),
             ("log_segment_bytes", self.log_segment_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            ("snapshot_window_bytes", self.snapshot_window_bytes),
+            ("snapshot_stall_timeout_ms", self.snapshot_stall_timeout_ms),
+            (
+                "snapshot_install_stash_bytes",
+                self.snapshot_install_stash_bytes,
+            ),
             ("min_zxid_wait_ms", self.min_zxid_wait_ms),
             ("max_lock_wait_ms", self.max_lock_wait_ms),
             ("min_session_timeout_ms", self.min_session_timeout_ms),
@@ -456,6 +475,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "max_data_bytes ({}) is above max_request_bytes ({}): such data could never be sent",
                 self.max_data_bytes, self.max_request_bytes
+            )));
+        }
+        if self.snapshot_window_bytes < self.snapshot_chunk_bytes as u64 {
+            return Err(ConfigError(format!(
+                "snapshot_window_bytes ({}) is below snapshot_chunk_bytes ({}): a stream could never send",
+                self.snapshot_window_bytes, self.snapshot_chunk_bytes
             )));
         }
         if self.max_watch_wait_ms >= self.request_timeout_ms {
@@ -686,6 +711,9 @@ mod tests {
             Box::new(|c| c.max_data_bytes = c.max_request_bytes + 1),
             Box::new(|c| c.keepalive_confirm_wait_ms = 0),
             Box::new(|c| c.max_pending_keepalives = 0),
+            Box::new(|c| c.snapshot_window_bytes = c.snapshot_chunk_bytes as u64 - 1),
+            Box::new(|c| c.snapshot_stall_timeout_ms = 0),
+            Box::new(|c| c.snapshot_install_stash_bytes = 0),
             Box::new(|c| c.max_batch_bytes = 0),
             Box::new(|c| c.max_batch_bytes = c.max_request_bytes),
             Box::new(|c| c.max_frame_bytes = c.max_batch_bytes),

@@ -211,6 +211,16 @@ impl Node {
         http::app(self.state.clone())
     }
 
+    /// Becomes `Some(why)` when the cluster write path stopped on a fatal
+    /// error (`None` forever for a standalone member). [`run`] shuts the
+    /// member down then, and returns the error (the binary exits non-zero).
+    pub fn failure(&self) -> Option<watch::Receiver<Option<String>>> {
+        match &self.write_path {
+            WritePath::Standalone(_) => None,
+            WritePath::Cluster { proposer, .. } => Some(proposer.failure()),
+        }
+    }
+
     /// The shared state (for tests and the future peer transport).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -277,6 +287,11 @@ impl Node {
 /// Serves the API of a fresh [`Node`] on `listener` until `shutdown`
 /// completes; then stops accepting, gives in-flight requests up to
 /// `shutdown_grace_ms`, and shuts the node down (store closed on return).
+///
+/// A member whose replication fails (`Node::failure`) shuts down the same
+/// way and returns the failure as an error: a member that cannot take part
+/// in replication any more must not linger as a zombie, and a restart by
+/// the supervisor reopens the store and rejoins the ensemble.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -289,9 +304,24 @@ pub async fn run(
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let ready = node.state.ready.clone();
+    let failure = node.failure();
+    let failed_at_end = failure.clone();
     let watches = node.state().watches.clone();
     let graceful = async move {
-        shutdown.await;
+        let failed = async move {
+            match failure {
+                Some(mut rx) => {
+                    if rx.wait_for(|f| f.is_some()).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = failed => tracing::error!("replication failed; shutting this member down"),
+        }
         // Not ready from the signal on: load balancers stop sending new requests
         // while the ones in flight finish.
         ready.store(false, Ordering::Release);
@@ -321,7 +351,11 @@ pub async fn run(
             serve_abort.abort();
         }
     }
-    node.shutdown().await
+    node.shutdown().await?;
+    match failed_at_end.and_then(|rx| rx.borrow().clone()) {
+        Some(why) => Err(ServerError::Internal(format!("replication failed: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// Starts the peer transport and the ZAB driver of a cluster member.
@@ -383,6 +417,9 @@ async fn start_cluster(
             max_waiting: config.max_pending_keepalives,
         },
         snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+        snapshot_window_bytes: config.snapshot_window_bytes,
+        snapshot_stall_timeout_ms: config.snapshot_stall_timeout_ms,
+        snapshot_install_stash_bytes: config.snapshot_install_stash_bytes,
         log_retain_entries: config.log_retain_entries,
         read_barrier_wait_ms: config.min_zxid_wait_ms,
         seed,

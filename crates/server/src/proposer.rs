@@ -54,6 +54,9 @@ pub enum Role {
     Leader,
     Follower,
     Looking,
+    /// The member's replication stopped on a fatal error (storage broken):
+    /// it serves nothing as replicated and is about to exit.
+    Failed,
 }
 
 /// One member of the ensemble as `/v1/cluster` shows it.
@@ -106,6 +109,12 @@ pub trait Proposer: Send + Sync + 'static {
     /// standalone member, or the established leader of a cluster.
     fn is_leader(&self) -> bool {
         matches!(self.status().role, Role::Standalone | Role::Leader)
+    }
+
+    /// True once this member's write path stopped on a fatal error: writes,
+    /// keepalives and readiness answer 503 Unavailable.
+    fn failed(&self) -> bool {
+        false
     }
 
     /// Confirms a keepalive for session `id` with the member that owns

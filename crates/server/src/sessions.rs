@@ -420,6 +420,12 @@ impl Sessions {
     /// Keeps a session alive; returns its timeout. Ended: 410. Not
     /// confirmed by a leader with a quorum: 503 (see the module docs).
     pub async fn keepalive(&self, id: SessionId) -> Result<u64, ApiError> {
+        if self.proposer.failed() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this member failed; try another member",
+            ));
+        }
         let verdict = match self.proposer.keepalive(id) {
             Some(confirmed) => confirmed.await,
             None => {

@@ -11,8 +11,15 @@ use std::sync::atomic::Ordering;
 impl Store {
     /// Writes a RocksDB checkpoint of the whole store into `dir` (which must
     /// not exist) and returns its `last_applied` zxid. No apply runs while the
-    /// checkpoint is cut.
+    /// checkpoint is cut. Blocking disk work (a flush, then hard links): run
+    /// it off async tasks.
+    ///
+    /// The tree is flushed first without holding off applies, so the cut
+    /// itself (which flushes again, under the apply lock) only writes what
+    /// was applied meanwhile: with a large store, applies on the leader stall
+    /// for that small flush rather than for a flush of everything.
     pub fn checkpoint(&self, dir: &Path) -> Result<Zxid, StoreError> {
+        self.flush_tree()?;
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         let zxid = Zxid(self.last_applied.load(Ordering::Acquire));
         Checkpoint::new(&self.db)?.create_checkpoint(dir)?;

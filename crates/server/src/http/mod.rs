@@ -101,7 +101,10 @@ impl AppState {
     /// quorum has none), and caught up: applied within `ready_max_lag_entries` of
     /// the committed zxid (same epoch; across epochs it must have applied all).
     pub fn is_ready(&self) -> bool {
-        if !self.ready.load(Ordering::Acquire) || self.applied.has_failed() {
+        if !self.ready.load(Ordering::Acquire)
+            || self.applied.has_failed()
+            || self.proposer.failed()
+        {
             return false;
         }
         let status = self.proposer.status();

@@ -13,12 +13,25 @@
 //! ```
 //!
 //! The loop executes the core's actions in order (see `keeper_zab::Action`
-//! for the persist-before-send rules): appends go to RocksDB at once without
+//! for the persist-before-send rules): appends go to the log at once without
 //! fsync (so the core's [`StoreLog`] view reflects them) and become durable in
-//! the `log_sync` thread; epochs and truncations are fsynced inline before
-//! the next action runs. Everything a request waits on is bounded: the
-//! command channel (`max_inflight_proposals`), pending forwards, read
-//! barriers (the core's `max_pending_reads`).
+//! the `log_sync` thread; epochs and truncations are fsynced in a blocking
+//! task that the loop awaits before the next action runs (the order of
+//! writes is the contract; only the runtime's worker thread is spared).
+//! Snapshot streams, checkpoints and installs run off the loop entirely
+//! (`snapshot.rs`), so ticks and heartbeats go on during a SNAP. Everything
+//! a request waits on is bounded: the command channel
+//! (`max_inflight_proposals`), pending forwards, read barriers (the core's
+//! `max_pending_reads`), and the peer messages held while a snapshot
+//! installs (`snapshot_install_stash_bytes`).
+//!
+//! A fatal error (the member's disk or log is broken, or an invariant the
+//! driver relies on fails) stops the loop: the member publishes role
+//! `failed` with no leader (so `/readyz` answers 503 and nothing is served
+//! as if replicated), answers every waiting write 503, and reports the
+//! failure through [`ZabProposer::failure`]; `node::run` then shuts the
+//! process down with a non-zero exit so that a supervisor restarts it (a
+//! restart reopens the store and rejoins; see docs/operations.md).
 //!
 //! A member answers a write only after it has applied it itself, so a client
 //! reads its own writes on the member it wrote to. When the leadership this
@@ -47,9 +60,10 @@ use futures::future::BoxFuture;
 use keepalive::{Keepalives, Standing};
 use keeper_store::{Applied, Entry, SessionId, SessionInfo, Store, Txn};
 use keeper_zab::{Action, Bootstrap, Core, Member, MemberKind, NodeId, Zxid};
-use log_sync::{LogSync, Persisted};
+use log_sync::{Durability, LogSync, Persisted};
 use log_tail::LogTail;
-use std::collections::{HashMap, VecDeque};
+use snapshot::{InStream, OutStream, OutStreamParams, StreamId};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -89,6 +103,14 @@ pub struct ZabOptions {
     pub keepalive: KeepaliveBounds,
     /// Size of one snapshot chunk on the peer link.
     pub snapshot_chunk_bytes: usize,
+    /// Most snapshot bytes sent and not yet acknowledged by the receiver.
+    pub snapshot_window_bytes: u64,
+    /// A snapshot stream whose receiver acknowledges nothing for this long fails.
+    pub snapshot_stall_timeout_ms: u64,
+    /// Most bytes of peer messages held back while a snapshot installs
+    /// (they are handled after it, in order); beyond it they are dropped,
+    /// which ZAB treats as message loss.
+    pub snapshot_install_stash_bytes: u64,
     /// Log entries kept behind the applied state for DIFF catch-up (and
     /// watch resume); older ones are compacted away.
     pub log_retain_entries: u64,
@@ -158,6 +180,10 @@ struct Shared {
     follower_lag: RwLock<Vec<(u64, u64)>>,
     /// A background store flush is running (see `flush_tree_in_background`).
     flushing: AtomicBool,
+    /// Set once when the driver stopped on a fatal error (see the module docs).
+    failure: watch::Sender<Option<String>>,
+    /// The oldest zxid still in the log (0: none), for `/metrics`.
+    log_first: AtomicU64,
 }
 
 /// What the driver runs on: the member's store and applier, its peer
@@ -215,6 +241,11 @@ impl ZabProposer {
         };
         let core =
             Core::new(options.zab.clone(), boot, &StoreLog(&store)).map_err(|e| e.to_string())?;
+        // Streams staged by an earlier run are of no use now.
+        if options.snapshot_dir.exists() {
+            std::fs::remove_dir_all(&options.snapshot_dir)
+                .map_err(|e| format!("cannot clear {}: {e}", options.snapshot_dir.display()))?;
+        }
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let sync = LogSync::start(store.clone(), persisted_tx).map_err(|e| e.to_string())?;
         let (cmd_tx, cmd_rx) = mpsc::channel(options.max_inflight_proposals.max(1));
@@ -233,6 +264,8 @@ impl ZabProposer {
             metrics: ZabMetrics::default(),
             follower_lag: RwLock::new(Vec::new()),
             flushing: AtomicBool::new(false),
+            failure: watch::channel(None).0,
+            log_first: AtomicU64::new(0),
         });
         let submitted = store.last_applied();
         let last_logged = store.last_logged();
@@ -246,14 +279,12 @@ impl ZabProposer {
             shared: shared.clone(),
             hooks,
             sync,
-            generation: 0,
+            durability: Durability::new(last_logged),
             appended_since_sample: 0,
             samples: VecDeque::new(),
             submitted,
             tail,
             queued: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
-            appended: last_logged,
-            durable: last_logged,
             waiters: HashMap::new(),
             forwards: HashMap::new(),
             forward_out: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
@@ -264,7 +295,14 @@ impl ZabProposer {
             last_time_ms: 0,
             known: (keeper_zab::Role::Looking, None, 0, false),
             incoming: None,
-            snapshots_out: 0,
+            installing: None,
+            out_streams: HashMap::new(),
+            // Unique across restarts of this member, so a follower never
+            // takes a new stream for an older one.
+            next_stream: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| (d.as_millis() as u64) << 16)
+                .unwrap_or(1),
             internal_tx,
             propose_started: HashMap::new(),
             opts: options,
@@ -301,6 +339,13 @@ impl ZabProposer {
             .read()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Becomes `Some(why)` when the driver stopped on a fatal error: the
+    /// member can no longer take part in replication and should exit (see
+    /// the module docs).
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.shared.failure.subscribe()
     }
 
     /// Waits for the driver task to finish (after shutdown was signalled).
@@ -372,11 +417,15 @@ impl Proposer for ZabProposer {
         }))
     }
 
+    fn failed(&self) -> bool {
+        self.shared.failure.borrow().is_some()
+    }
+
     fn encode_metrics(
         &self,
         encoder: &mut crate::metrics::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        use crate::metrics::{encode_counter, encode_gauge_f64, zxid_gauge, EncodeMetric};
+        use crate::metrics::{encode_counter, encode_gauge, encode_gauge_f64, zxid_gauge, EncodeMetric};
         let m = &self.shared.metrics;
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let counters: [(&str, &str, u64); 9] = [
@@ -441,6 +490,12 @@ impl Proposer for ZabProposer {
             "Longest log fsync so far, in seconds.",
             load(&m.fsync_us_max) as f64 / 1e6,
         )?;
+        encode_gauge(
+            encoder,
+            "keeper_log_first_zxid",
+            "Oldest zxid still in the log (older ones are compacted; a member behind it catches up by snapshot).",
+            zxid_gauge(self.shared.log_first.load(Ordering::Relaxed)),
+        )?;
         let lag = self.follower_acked();
         if !lag.is_empty() {
             let family = prometheus_client::metrics::gauge::ConstGauge::new(0i64);
@@ -484,9 +539,40 @@ fn members_status(
         .collect()
 }
 
-/// Messages from helper tasks back into the loop.
-enum Internal {
-    SnapshotSent { to: NodeId, zxid: Zxid, ok: bool },
+/// Messages from helper tasks and threads back into the loop.
+pub(crate) enum Internal {
+    /// A leader's stream ended (`ok`) or failed.
+    SnapshotSent {
+        to: NodeId,
+        stream: StreamId,
+        zxid: Zxid,
+        ok: bool,
+    },
+    /// A follower received a whole stream (staged in the directory) or failed.
+    SnapshotReceived {
+        from: NodeId,
+        stream: StreamId,
+        result: Result<(Zxid, PathBuf), String>,
+    },
+    /// A snapshot install finished.
+    SnapshotInstalled {
+        from: NodeId,
+        result: Result<Zxid, String>,
+    },
+}
+
+/// A follower installing a snapshot, from the stream's end marker (the
+/// writer still makes the files durable) until the install is done: the core
+/// is paused (neither stepped nor ticked, exactly as if the install were
+/// synchronous) and peer events are held in order, so the DIFF and NEWLEADER
+/// that follow the snapshot on the link reach the core after it.
+struct Installing {
+    from: NodeId,
+    stream: StreamId,
+    written: u64,
+    stash: VecDeque<PeerEvent<PeerMsg>>,
+    stash_bytes: u64,
+    dropped: u64,
 }
 
 /// A fatal condition: the member's disk or log is broken; the driver stops.
@@ -523,6 +609,50 @@ impl keepalive::LeaseBook for LeaderBook<'_> {
     }
 }
 
+/// Runs blocking disk work on tokio's blocking pool and waits for it; the
+/// driver does nothing else meanwhile, so the order of writes is kept.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Fatal>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| Fatal(e.to_string())),
+        Err(e) => Err(Fatal(format!("blocking task failed: {e}"))),
+    }
+}
+
+/// Runs `f`, which may read the log at length, in place but off the
+/// runtime's scheduler (`block_in_place`) on a multi-threaded runtime, so
+/// other tasks move to another worker meanwhile.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Roughly how many bytes a held peer event takes (entries and chunks
+/// dominate).
+fn event_bytes(ev: &PeerEvent<PeerMsg>) -> u64 {
+    const OVERHEAD: u64 = 64;
+    let payload = match ev {
+        PeerEvent::Message { msg, .. } => match msg {
+            PeerMsg::Zab(
+                keeper_zab::Message::Proposal { entries, .. }
+                | keeper_zab::Message::Diff { entries, .. },
+            ) => entries.iter().map(|e| e.data.len() as u64 + 16).sum(),
+            PeerMsg::SnapChunk { data, .. } => data.len() as u64,
+            PeerMsg::Forward { reqs } => reqs.len() as u64 * OVERHEAD,
+            _ => 0,
+        },
+        _ => 0,
+    };
+    OVERHEAD + payload
+}
+
 /// Every this many appended entries, the driver remembers a zxid for compaction.
 const COMPACTION_SAMPLE_ENTRIES: u64 = 1024;
 /// Entries read from the log per step when applying a commit.
@@ -553,8 +683,8 @@ struct Driver {
     shared: Arc<Shared>,
     hooks: Arc<dyn SessionHooks>,
     sync: LogSync,
-    /// Bumped by truncation and snapshot install; older fsync reports are dropped.
-    generation: u64,
+    /// Generation, appended and durable zxids (see `log_sync::Durability`).
+    durability: Durability,
     appended_since_sample: u64,
     /// `(entries appended before it, zxid)` every COMPACTION_SAMPLE_ENTRIES appends.
     samples: VecDeque<(u64, Zxid)>,
@@ -564,10 +694,6 @@ struct Driver {
     tail: LogTail,
     /// Leader: writes waiting for the next proposal batch (see `flush_proposals`).
     queued: BatchQueue<(Txn, Origin)>,
-    /// Last zxid appended to the local log, and last one reported durable
-    /// (in the current generation): see `batch_in_flight`.
-    appended: Zxid,
-    durable: Zxid,
     /// Writes taken by this member whose zxid is known, until applied.
     waiters: HashMap<Zxid, Reply>,
     /// Follower: writes forwarded to the leader, until it names their zxid.
@@ -582,8 +708,13 @@ struct Driver {
     last_time_ms: u64,
     /// (role, leader, epoch, serving) as last reported by the core.
     known: (keeper_zab::Role, Option<NodeId>, u32, bool),
-    incoming: Option<snapshot::Incoming>,
-    snapshots_out: u64,
+    /// Follower: the snapshot stream being received.
+    incoming: Option<InStream>,
+    /// Follower: the snapshot being installed.
+    installing: Option<Installing>,
+    /// Leader: the live snapshot stream to each follower.
+    out_streams: HashMap<NodeId, OutStream>,
+    next_stream: StreamId,
     internal_tx: mpsc::UnboundedSender<Internal>,
     /// When each locally proposed zxid was proposed (commit latency metric).
     propose_started: HashMap<Zxid, Instant>,
@@ -647,18 +778,46 @@ impl Driver {
             }
         }
         .await;
-        if let Err(Fatal(e)) = result {
-            tracing::error!(error = %e, "replication driver stopped: storage failure");
+        let why = match result {
+            Ok(()) => "server stopped".to_string(),
+            Err(Fatal(e)) => {
+                tracing::error!(id = self.opts.id, error = %e,
+                    "replication driver stopped on a fatal error; this member is failed");
+                self.publish_failed(&e);
+                format!("this member failed: {e}")
+            }
+        };
+        self.out_streams.clear();
+        self.incoming = None;
+        self.fail_all_waiting(&why);
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(ProposeError::Unavailable(why.clone())));
         }
-        self.fail_all_waiting("server stopped");
         self.sync.stop();
     }
 
     // ---- inputs -----------------------------------------------------------
 
     async fn on_tick(&mut self) -> Result<(), Fatal> {
+        if let Some(inst) = &self.installing {
+            // The core is paused while the snapshot installs (see
+            // `Installing`); tell the leader we are still at it.
+            let (from, stream, bytes) = (inst.from, inst.stream, inst.written);
+            let _ = self.peers.send(from, PeerMsg::SnapAck { stream, bytes });
+            self.publish_status();
+            return Ok(());
+        }
+        if let Some(inc) = self.incoming.as_mut() {
+            // Our own writer's progress counts too (a slow disk is not a dead leader).
+            if inc.progressed() {
+                self.core.snapshot_progress(inc.from);
+            }
+        }
         let actions = self.core.tick(&StoreLog(&self.store))?;
         self.execute(actions).await?;
+        for s in self.out_streams.values() {
+            let _ = self.peers.send(s.to, PeerMsg::SnapWait { stream: s.id });
+        }
         self.keepalive_tick().await?;
         self.publish_status();
         self.maybe_compact()?;
@@ -670,15 +829,29 @@ impl Driver {
         m.fsyncs.fetch_add(1, Ordering::Relaxed);
         m.fsync_us_total.fetch_add(p.fsync_us, Ordering::Relaxed);
         m.fsync_us_max.fetch_max(p.fsync_us, Ordering::Relaxed);
-        if p.generation != self.generation {
-            return Ok(()); // in flight across a truncation or snapshot install
-        }
-        self.durable = self.durable.max(p.upto);
-        let actions = self.core.on_persisted(&StoreLog(&self.store), p.upto)?;
+        // None: in flight across a truncation or snapshot install.
+        let Some(upto) = self.durability.persisted(&p) else {
+            return Ok(());
+        };
+        let actions = self.core.on_persisted(&StoreLog(&self.store), upto)?;
         self.execute(actions).await
     }
 
     async fn on_peer_event(&mut self, ev: PeerEvent<PeerMsg>) -> Result<(), Fatal> {
+        if let Some(inst) = self.installing.as_mut() {
+            let bytes = event_bytes(&ev);
+            if inst.dropped == 0
+                && inst.stash_bytes + bytes <= self.opts.snapshot_install_stash_bytes
+            {
+                inst.stash_bytes += bytes;
+                inst.stash.push_back(ev);
+            } else {
+                // Beyond the bound: dropped, which ZAB treats as message
+                // loss (the follower resynchronizes).
+                inst.dropped += 1;
+            }
+            return Ok(());
+        }
         match ev {
             PeerEvent::Message { from, msg } => self.on_peer_msg(from, msg).await,
             PeerEvent::Connected { peer } => {
@@ -690,6 +863,8 @@ impl Driver {
                 if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
                     self.incoming = None;
                 }
+                // What was queued for it is lost: the stream cannot complete.
+                self.out_streams.remove(&peer);
                 // Writes forwarded over a broken link may never be answered.
                 if self.known.1 == Some(peer) && self.known.0 == keeper_zab::Role::Following {
                     self.fail_forwards("link to the leader broke; outcome unknown");
@@ -729,7 +904,14 @@ impl Driver {
                 self.execute(actions).await
             }
             PeerMsg::Zab(m) => {
-                let actions = self.core.step(&StoreLog(&self.store), from, m)?;
+                let actions = if matches!(m, keeper_zab::Message::AckEpoch { .. }) {
+                    // Planning a follower's sync reads up to max_diff_entries
+                    // from the log: keep the runtime's other tasks running.
+                    let (core, store) = (&mut self.core, &self.store);
+                    off_runtime(|| core.step(&StoreLog(store), from, m))?
+                } else {
+                    self.core.step(&StoreLog(&self.store), from, m)?
+                };
                 self.execute(actions).await
             }
             PeerMsg::Forward { reqs } => self.on_forward(from, reqs).await,
@@ -764,41 +946,84 @@ impl Driver {
                 self.run_keepalive_effects();
                 Ok(())
             }
-            PeerMsg::SnapBegin { zxid } => {
-                if self.core.expects_snapshot_from() == Some(from) {
-                    let dir = self.opts.snapshot_dir.join("incoming");
-                    match snapshot::Incoming::begin(from, zxid, dir) {
-                        Ok(inc) => self.incoming = Some(inc),
-                        Err(e) => return Err(Fatal(format!("cannot stage snapshot: {e}"))),
-                    }
-                } else {
-                    tracing::warn!(from, "unexpected snapshot stream ignored");
-                }
-                Ok(())
-            }
-            PeerMsg::SnapChunk { file, data } => {
-                if let Some(inc) = self.incoming.as_mut().filter(|i| i.from == from) {
-                    if let Err(e) = inc.chunk(&file, &data) {
-                        tracing::warn!(from, error = %e, "snapshot stream refused");
-                        self.incoming = None;
-                    }
-                }
-                Ok(())
-            }
-            PeerMsg::SnapEnd { zxid, files, bytes } => {
-                let Some(mut inc) = self.incoming.take().filter(|i| i.from == from) else {
-                    return Ok(());
-                };
-                if let Err(e) = inc.end(zxid, files, bytes) {
-                    tracing::warn!(from, error = %e, "snapshot stream refused");
-                    return Ok(());
-                }
+            PeerMsg::SnapBegin { stream } => {
                 if self.core.expects_snapshot_from() != Some(from) {
+                    tracing::warn!(from, stream, "unexpected snapshot stream ignored");
                     return Ok(());
                 }
-                self.install_snapshot(inc).await
+                // A newer stream replaces (and cancels) an older one.
+                self.incoming = None;
+                let dir = self.opts.snapshot_dir.join(format!("in-{from}-{stream}"));
+                let inc = InStream::start(
+                    from,
+                    stream,
+                    dir,
+                    self.peers.clone(),
+                    self.internal_tx.clone(),
+                )
+                .map_err(|e| Fatal(format!("cannot start a snapshot writer: {e}")))?;
+                tracing::info!(from, stream, "receiving a snapshot (SNAP)");
+                self.incoming = Some(inc);
+                self.core.snapshot_progress(from);
+                Ok(())
+            }
+            PeerMsg::SnapWait { stream } => {
+                if self.receiving(from, stream) {
+                    self.core.snapshot_progress(from);
+                }
+                Ok(())
+            }
+            PeerMsg::SnapChunk { stream, file, data } => {
+                if self.receiving(from, stream) {
+                    if let Some(inc) = &self.incoming {
+                        inc.chunk(file, data);
+                    }
+                    self.core.snapshot_progress(from);
+                }
+                Ok(())
+            }
+            PeerMsg::SnapEnd {
+                stream,
+                zxid,
+                files,
+                bytes,
+            } => {
+                if self.receiving(from, stream) {
+                    if let Some(inc) = self.incoming.as_mut() {
+                        inc.end(zxid, files, bytes);
+                        // From here the core waits for the install.
+                        self.installing = Some(Installing {
+                            from,
+                            stream,
+                            written: inc.written(),
+                            stash: VecDeque::new(),
+                            stash_bytes: 0,
+                            dropped: 0,
+                        });
+                        self.durability.invalidate();
+                    }
+                }
+                Ok(())
+            }
+            PeerMsg::SnapAck { stream, bytes } => {
+                if let Some(s) = self.out_streams.get(&from).filter(|s| s.id == stream) {
+                    s.acked(bytes);
+                }
+                // Receiving or installing: the follower is alive and busy.
+                self.core.snapshot_progress(from);
+                Ok(())
             }
         }
+    }
+
+    /// Whether `stream` from `from` is the snapshot stream this follower
+    /// receives now (and its core still expects one from `from`).
+    fn receiving(&self, from: NodeId, stream: StreamId) -> bool {
+        self.core.expects_snapshot_from() == Some(from)
+            && self
+                .incoming
+                .as_ref()
+                .is_some_and(|i| i.from == from && i.id == stream)
     }
 
     async fn on_cmds(&mut self, cmds: Vec<Cmd>) -> Result<(), Fatal> {
@@ -927,7 +1152,7 @@ impl Driver {
 
     /// The last proposed batch is not yet durable here or not yet committed.
     fn batch_in_flight(&self) -> bool {
-        self.durable < self.appended || self.submitted < self.appended
+        self.durability.syncing() || self.submitted < self.durability.appended_zxid()
     }
 
     /// Tells each queued write where it went: a local one waits for its zxid
@@ -955,16 +1180,86 @@ impl Driver {
 
     async fn on_internal(&mut self, i: Internal) -> Result<(), Fatal> {
         match i {
-            Internal::SnapshotSent { to, zxid, ok } => {
-                if ok {
-                    self.shared
-                        .metrics
-                        .snapshots_sent
-                        .fetch_add(1, Ordering::Relaxed);
-                    let actions = self.core.snapshot_sent(&StoreLog(&self.store), to, zxid)?;
-                    self.execute(actions).await?;
+            Internal::SnapshotSent {
+                to,
+                stream,
+                zxid,
+                ok,
+            } => {
+                if !self.out_streams.get(&to).is_some_and(|s| s.id == stream) {
+                    return Ok(()); // cancelled meanwhile
                 }
-                Ok(())
+                if !ok {
+                    // The follower times out and rejoins; its next sync
+                    // starts a new stream.
+                    self.out_streams.remove(&to);
+                    return Ok(());
+                }
+                self.shared
+                    .metrics
+                    .snapshots_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                // The DIFF after the snapshot is read from the log, which
+                // the stream kept from compaction until now.
+                let (core, store) = (&mut self.core, &self.store);
+                let actions = off_runtime(|| core.snapshot_sent(&StoreLog(store), to, zxid));
+                self.out_streams.remove(&to);
+                self.execute(actions?).await
+            }
+            Internal::SnapshotReceived {
+                from,
+                stream,
+                result,
+            } => {
+                if !self
+                    .incoming
+                    .as_ref()
+                    .is_some_and(|i| i.from == from && i.id == stream)
+                {
+                    if let Ok((_, dir)) = result {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    return Ok(());
+                }
+                let inc = self.incoming.take();
+                let written = inc.as_ref().map_or(0, |i| i.written());
+                let waiting = self
+                    .installing
+                    .as_ref()
+                    .is_some_and(|i| i.from == from && i.stream == stream);
+                match result {
+                    Ok((zxid, dir))
+                        if waiting && self.core.expects_snapshot_from() == Some(from) =>
+                    {
+                        self.start_install(from, stream, written, zxid, dir);
+                        Ok(())
+                    }
+                    other => {
+                        match other {
+                            Err(e) => {
+                                tracing::warn!(from, stream, error = %e, "snapshot stream refused")
+                            }
+                            Ok((_, dir)) => {
+                                let _ = std::fs::remove_dir_all(dir);
+                            }
+                        }
+                        // The core resumes without a snapshot (it times out
+                        // and rejoins); what was held goes to it in order.
+                        if waiting {
+                            self.sync.request(self.durability.install_abandoned());
+                            if let Some(inst) = self.installing.take() {
+                                for ev in inst.stash {
+                                    self.on_peer_event(ev).await?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            Internal::SnapshotInstalled { from, result } => {
+                let zxid = result.map_err(|e| Fatal(format!("installing a snapshot: {e}")))?;
+                self.finish_install(from, zxid).await
             }
         }
     }
@@ -1030,9 +1325,8 @@ impl Driver {
                     let rows: Vec<(Zxid, Bytes)> =
                         entries.into_iter().map(|e| (e.zxid, e.data)).collect();
                     self.store.append_log_unsynced(&rows)?;
-                    self.appended = last;
                     self.note_appended(rows.len() as u64, last);
-                    self.sync.appended(self.generation, last);
+                    self.sync.request(self.durability.appended(last));
                     for (zxid, data) in rows {
                         self.tail.appended(zxid, data);
                     }
@@ -1044,26 +1338,34 @@ impl Driver {
                             self.submitted
                         )));
                     }
-                    self.store.truncate_log_after(to)?;
+                    let store = self.store.clone();
+                    blocking(move || store.truncate_log_after(to)).await?;
                     self.tail.truncated(to);
-                    // Reports in flight are dropped (new generation).
-                    self.appended = to;
-                    self.durable = to;
-                    self.generation += 1;
+                    // Reports in flight are dropped (new generation); what
+                    // the cut kept gets a sync report of its own.
+                    self.sync.request(self.durability.truncated(to));
                     self.samples.retain(|(_, z)| *z <= to);
                 }
                 Action::PersistAcceptedEpoch { epoch } => {
-                    let mut meta = self.store.zab_meta();
-                    meta.accepted_epoch = epoch;
-                    self.store.set_zab_meta(meta)?;
+                    let store = self.store.clone();
+                    blocking(move || {
+                        let mut meta = store.zab_meta();
+                        meta.accepted_epoch = epoch;
+                        store.set_zab_meta(meta)
+                    })
+                    .await?;
                 }
                 Action::PersistCurrentEpoch { epoch } => {
-                    let mut meta = self.store.zab_meta();
-                    meta.current_epoch = epoch;
-                    self.store.set_zab_meta(meta)?;
+                    let store = self.store.clone();
+                    blocking(move || {
+                        let mut meta = store.zab_meta();
+                        meta.current_epoch = epoch;
+                        store.set_zab_meta(meta)
+                    })
+                    .await?;
                 }
                 Action::Commit { upto } => self.commit(upto).await?,
-                Action::SendSnapshot { to } => self.send_snapshot(to).await?,
+                Action::SendSnapshot { to } => self.start_stream(to)?,
                 Action::RoleChanged {
                     role,
                     leader,
@@ -1101,12 +1403,14 @@ impl Driver {
         while self.submitted < upto {
             let rows = match self.tail.take(self.submitted, upto) {
                 Some(rows) => rows,
-                None => self
-                    .store
-                    .read_log(self.submitted, COMMIT_READ_CHUNK)?
-                    .into_iter()
-                    .map(|(z, v)| (z, Bytes::from(v)))
-                    .collect(),
+                None => {
+                    let (store, after) = (self.store.clone(), self.submitted);
+                    blocking(move || store.read_log(after, COMMIT_READ_CHUNK))
+                        .await?
+                        .into_iter()
+                        .map(|(z, v)| (z, Bytes::from(v)))
+                        .collect()
+                }
             };
             if rows.is_empty() {
                 return Err(Fatal(format!(
@@ -1156,6 +1460,11 @@ impl Driver {
             }
             self.fail_all_waiting("leadership changed; the write's outcome is unknown");
             self.propose_started.clear();
+            // Streams belong to the leadership that started them.
+            self.out_streams.clear();
+            if role != keeper_zab::Role::Following || leader != old.1 {
+                self.incoming = None;
+            }
         }
         let standing = match (role, leader, serving) {
             (keeper_zab::Role::Leading, _, true) => Standing::Leading,
@@ -1295,39 +1604,99 @@ impl Driver {
 
     // ---- snapshots ----------------------------------------------------------
 
-    async fn send_snapshot(&mut self, to: NodeId) -> Result<(), Fatal> {
-        // The snapshot must contain every commit emitted so far: drain the applier.
-        self.wait_applied(self.submitted).await?;
-        self.snapshots_out += 1;
-        let dir = self
-            .opts
-            .snapshot_dir
-            .join(format!("out-{to}-{}", self.snapshots_out));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+    /// Leader: starts a stream to `to` for the core's `SendSnapshot`
+    /// (cancelling an older one). `SnapBegin` goes out now, right after
+    /// the core's SNAP on the same link; the stream's thread does the rest.
+    fn start_stream(&mut self, to: NodeId) -> Result<(), Fatal> {
+        self.out_streams.remove(&to);
+        self.next_stream += 1;
+        let id = self.next_stream;
+        let params = OutStreamParams {
+            to,
+            id,
+            // Every commit emitted so far was submitted: the snapshot must
+            // include it (the core's SendSnapshot contract).
+            include: self.submitted,
+            dir: self.opts.snapshot_dir.join(format!("out-{to}-{id}")),
+            chunk_bytes: self.opts.snapshot_chunk_bytes,
+            window_bytes: self.opts.snapshot_window_bytes,
+            stall_timeout: Duration::from_millis(self.opts.snapshot_stall_timeout_ms),
+        };
+        if self
+            .peers
+            .send(to, PeerMsg::SnapBegin { stream: id })
+            .is_err()
+        {
+            return Ok(()); // no link: the follower rejoins and asks again
         }
-        std::fs::create_dir_all(&self.opts.snapshot_dir)?;
-        let zxid = self.store.checkpoint(&dir)?;
-        tracing::info!(peer = to, zxid = %zxid, "streaming a snapshot (SNAP)");
-        let peers = self.peers.clone();
-        let chunk = self.opts.snapshot_chunk_bytes;
-        let tx = self.internal_tx.clone();
-        tokio::spawn(async move {
-            let ok = snapshot::stream_checkpoint(peers, to, dir, zxid, chunk).await;
-            let _ = tx.send(Internal::SnapshotSent { to, zxid, ok });
-        });
+        let stream = OutStream::start(
+            params,
+            self.store.clone(),
+            self.view.clone(),
+            self.peers.clone(),
+            self.internal_tx.clone(),
+        )
+        .map_err(|e| Fatal(format!("cannot start a snapshot stream: {e}")))?;
+        self.out_streams.insert(to, stream);
         Ok(())
     }
 
-    async fn install_snapshot(&mut self, inc: snapshot::Incoming) -> Result<(), Fatal> {
-        self.wait_applied(self.submitted).await?;
-        let zxid = self.store.install_snapshot(&inc.dir)?;
-        let _ = std::fs::remove_dir_all(&inc.dir);
-        self.generation += 1;
+    /// Follower: a whole stream is staged in `dir`; install it in a
+    /// blocking task once the applier has drained. Until it ends the core
+    /// is paused and peer events are held (see `Installing`); fsync reports
+    /// in flight are dropped (the log they describe is being replaced).
+    fn start_install(
+        &mut self,
+        from: NodeId,
+        stream: StreamId,
+        written: u64,
+        zxid: Zxid,
+        dir: PathBuf,
+    ) {
+        tracing::info!(from, stream, zxid = %zxid, bytes = written, "snapshot received; installing");
+        if let Some(inst) = self.installing.as_mut() {
+            inst.written = written;
+        }
+        let (store, view, tx) = (
+            self.store.clone(),
+            self.view.clone(),
+            self.internal_tx.clone(),
+        );
+        let submitted = self.submitted;
+        tokio::spawn(async move {
+            let result = async {
+                // No apply may run during the install: drain the applier.
+                while view.applied_zxid() < submitted {
+                    if view.has_failed() {
+                        return Err("the applier failed".to_string());
+                    }
+                    let _ = view.wait_for(submitted, Duration::from_millis(100)).await;
+                }
+                let started = Instant::now();
+                let d = dir.clone();
+                let installed = tokio::task::spawn_blocking(move || store.install_snapshot(&d))
+                    .await
+                    .map_err(|e| format!("install task: {e}"))?
+                    .map_err(|e| e.to_string());
+                let _ = std::fs::remove_dir_all(&dir);
+                let zxid = installed?;
+                tracing::info!(zxid = %zxid, secs = started.elapsed().as_secs_f64(), "snapshot installed");
+                Ok(zxid)
+            }
+            .await;
+            let _ = tx.send(Internal::SnapshotInstalled { from, result });
+        });
+    }
+
+    /// Follower: the install ended; the core resumes, then the events held
+    /// meanwhile are handled in their order.
+    async fn finish_install(&mut self, from: NodeId, zxid: Zxid) -> Result<(), Fatal> {
+        let Some(inst) = self.installing.take() else {
+            return Ok(());
+        };
+        self.durability.installed(zxid);
         self.submitted = zxid;
         self.tail.reset(zxid);
-        self.appended = zxid;
-        self.durable = zxid;
         self.samples.clear();
         self.appended_since_sample = 0;
         self.applier.reset_to(zxid).await;
@@ -1335,20 +1704,14 @@ impl Driver {
             .metrics
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(zxid = %zxid, from = inc.from, "installed a snapshot from the leader");
+        tracing::info!(zxid = %zxid, from, held = inst.stash.len(), dropped = inst.dropped,
+            "installed a snapshot from the leader");
         let actions = self.core.snapshot_installed(zxid);
-        self.execute(actions).await
-    }
-
-    async fn wait_applied(&self, zxid: Zxid) -> Result<(), Fatal> {
-        if self.view.has_failed() {
-            return Err(Fatal("the applier failed".into()));
+        self.execute(actions).await?;
+        for ev in inst.stash {
+            self.on_peer_event(ev).await?;
         }
-        self.view
-            .wait_for(zxid, Duration::from_secs(60))
-            .await
-            .map(|_| ())
-            .map_err(|e| Fatal(format!("applier did not catch up: {e}")))
+        Ok(())
     }
 
     // ---- log compaction -----------------------------------------------------
@@ -1369,11 +1732,22 @@ impl Driver {
         let Some(&(newest, _)) = self.samples.back() else {
             return Ok(());
         };
+        if self.installing.is_some() {
+            return Ok(()); // the log is being replaced
+        }
         let applied = self.view.applied_zxid();
         let durable = self.store.durable_applied();
+        // A live snapshot stream's DIFF reads the log after its zxid: an
+        // entry it needs must never go (issue 9, problem 4: compaction
+        // under a long stream made `snapshot_sent` fail and killed the
+        // driver). `compact_log_before(z)` keeps `z` and above.
+        let pinned = self.out_streams.values().map(|s| s.needs_log_after()).min();
         let mut cut = None;
         while let Some(&(n, z)) = self.samples.front() {
-            if newest - n <= self.opts.log_retain_entries || z > applied {
+            if newest - n <= self.opts.log_retain_entries
+                || z > applied
+                || pinned.is_some_and(|p| z > p)
+            {
                 break;
             }
             if z > durable {
@@ -1412,6 +1786,21 @@ impl Driver {
 
     // ---- status -------------------------------------------------------------
 
+    /// The driver stopped on a fatal error: the member serves nothing as
+    /// replicated any more (role `failed`, no leader: `/readyz` is 503), and
+    /// the failure is reported to the node, which exits.
+    fn publish_failed(&self, why: &str) {
+        if let Ok(mut s) = self.shared.status.write() {
+            s.role = Role::Failed;
+            s.leader = None;
+            s.members = members_status(&self.opts.members, self.opts.id, Role::Failed, None);
+        }
+        if let Ok(mut lag) = self.shared.follower_lag.write() {
+            lag.clear();
+        }
+        self.shared.failure.send_replace(Some(why.to_string()));
+    }
+
     fn publish_status(&self) {
         let st = self.core.status();
         let role = match (st.role, st.serving) {
@@ -1433,6 +1822,10 @@ impl Driver {
         if let Ok(mut s) = self.shared.status.write() {
             *s = status;
         }
+        self.shared.log_first.store(
+            self.store.first_logged().map_or(0, |z| z.0),
+            Ordering::Relaxed,
+        );
         if let Ok(mut lag) = self.shared.follower_lag.write() {
             *lag = st
                 .followers

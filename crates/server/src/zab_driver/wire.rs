@@ -33,12 +33,29 @@ pub enum PeerMsg {
         batch: u64,
         results: Vec<(SessionId, KeepaliveVerdict)>,
     },
-    /// Leader to follower: a snapshot stream starts (a store checkpoint at `zxid`).
-    SnapBegin { zxid: Zxid },
+    /// Leader to follower: snapshot stream `stream` starts (SNAP catch-up;
+    /// see `snapshot.rs`). A newer stream replaces an older one.
+    SnapBegin { stream: u64 },
+    /// Leader to follower: the stream is alive (the leader is still cutting
+    /// the checkpoint, or waits for acks); sent every tick.
+    SnapWait { stream: u64 },
     /// One chunk of one checkpoint file, in order.
-    SnapChunk { file: String, data: Bytes },
-    /// The stream is complete: `files` files, `bytes` bytes in all.
-    SnapEnd { zxid: Zxid, files: u32, bytes: u64 },
+    SnapChunk {
+        stream: u64,
+        file: String,
+        data: Bytes,
+    },
+    /// The stream is complete: a checkpoint at `zxid`, `files` files,
+    /// `bytes` bytes in all.
+    SnapEnd {
+        stream: u64,
+        zxid: Zxid,
+        files: u32,
+        bytes: u64,
+    },
+    /// Follower to leader: `bytes` of the stream are written here (flow
+    /// control); repeated every tick while the snapshot installs.
+    SnapAck { stream: u64, bytes: u64 },
     /// Leader to followers: I am shutting down (drain); elect a new leader now
     /// rather than after an election timeout.
     Leaving,

@@ -329,12 +329,26 @@ impl Core {
         self.emit_commit();
     }
 
+    pub(super) fn follower_snapshot_progress(&mut self, from: NodeId) {
+        let now = self.now;
+        let Some(f) = self.fl() else { return };
+        if f.awaiting_snapshot && f.leader == from {
+            f.last_heard = now;
+            f.started = now;
+        }
+    }
+
     pub(super) fn follower_snapshot_installed(&mut self, zxid: Zxid) {
+        let now = self.now;
         let Some(f) = self.fl() else { return };
         if !f.awaiting_snapshot {
             return;
         }
         f.awaiting_snapshot = false;
+        // The rest of the sync (DIFF after the snapshot, NEWLEADER) gets a
+        // full sync timeout from here.
+        f.started = now;
+        f.last_heard = now;
         self.last_zxid = zxid;
         self.persisted = zxid;
         self.committed = self.committed.max(zxid);

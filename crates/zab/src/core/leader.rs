@@ -236,7 +236,11 @@ impl Core {
         let now = self.now;
         self.epoch_floor = self.epoch_floor.max(accepted_epoch);
         let Some(ld) = self.ld() else { return };
-        if ld.phase != LeaderPhase::Discovery && accepted_epoch >= ld.epoch {
+        let promised_later = accepted_epoch > ld.epoch
+            // Our own epoch, accepted before: it rejoins us (its ACKEPOCH is
+            // not fresh). That only matters while we still need fresh acks.
+            || (accepted_epoch == ld.epoch && ld.phase == LeaderPhase::EpochAck);
+        if ld.phase != LeaderPhase::Discovery && promised_later {
             // This member promised a later epoch: it can never follow us. Give
             // up leadership so that a new epoch (above its promise) includes it.
             self.step_down();
@@ -612,6 +616,21 @@ impl Core {
         let entries = self.read_range(log, zxid, usize::MAX, usize::MAX)?;
         self.send_diff_and_newleader(to, epoch, zxid, entries);
         Ok(())
+    }
+
+    pub(super) fn leader_snapshot_progress(&mut self, peer: NodeId) {
+        let now = self.now;
+        let Some(ld) = self.ld() else { return };
+        let Some(p) = ld.peers.get_mut(&peer) else {
+            return;
+        };
+        if !matches!(p.stage, PeerStage::AwaitSnapshot | PeerStage::Synced) {
+            return;
+        }
+        p.last_heard = now;
+        if ld.phase == LeaderPhase::Sync {
+            ld.started = now;
+        }
     }
 
     fn on_ack_newleader(&mut self, from: NodeId, zxid: Zxid) {

@@ -255,6 +255,22 @@ impl Core {
         self.take()
     }
 
+    /// A snapshot transfer with `peer` made progress (a chunk or a
+    /// keep-alive arrived, or the receiver wrote or installed part of it).
+    /// A follower awaiting a snapshot from `peer` counts it as hearing from
+    /// its leader and restarts its sync deadline, so `sync_timeout_ticks`
+    /// bounds the time without progress, not the whole transfer; a leader
+    /// that is not yet established restarts its sync deadline while `peer`
+    /// is receiving or installing a snapshot. Anything else is ignored.
+    /// Timeouts only ever affect liveness, never safety.
+    pub fn snapshot_progress(&mut self, peer: NodeId) {
+        match &mut self.role {
+            RoleState::Following(_) => self.follower_snapshot_progress(peer),
+            RoleState::Leading(_) => self.leader_snapshot_progress(peer),
+            RoleState::Looking => {}
+        }
+    }
+
     /// The leader from which a snapshot stream is expected now, if any. The
     /// driver drops a snapshot stream from anyone else.
     pub fn expects_snapshot_from(&self) -> Option<NodeId> {

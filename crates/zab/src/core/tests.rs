@@ -1077,6 +1077,192 @@ fn follower_looks_for_a_new_leader_at_once_when_its_leader_leaves() {
         .any(|(_, m)| matches!(m, Message::Notification { .. })));
 }
 
+/// Regression (issue 9, problem 3): a follower waiting for a large snapshot
+/// heard nothing from its leader and gave up after its sync or silence
+/// timeout, so a big SNAP never finished. Snapshot progress now counts as
+/// hearing from the leader; without progress the timeouts still fire.
+#[test]
+fn follower_awaiting_a_snapshot_stays_while_it_progresses_and_leaves_without() {
+    let log = MemLog::new();
+    let mut c = follower_of_1(2, 0, 0, &log);
+    c.step(&log, 1, Message::LeaderInfo { epoch: 1 }).unwrap();
+    c.step(&log, 1, Message::Snap { epoch: 1 }).unwrap();
+    assert_eq!(c.expects_snapshot_from(), Some(1));
+    let cfg = Config::default();
+    let long = cfg.sync_timeout_ticks * 5;
+    for _ in 0..long {
+        // Progress from anyone but the leader does not count.
+        c.snapshot_progress(3);
+        c.snapshot_progress(1);
+        let a = c.tick(&log).unwrap();
+        assert!(
+            a.is_empty(),
+            "follower left during a progressing snapshot: {a:?}"
+        );
+    }
+    assert_eq!(c.expects_snapshot_from(), Some(1));
+    // Installed: the rest of the sync gets a fresh sync timeout.
+    c.snapshot_installed(z(1, 7));
+    assert_eq!(c.expects_snapshot_from(), None);
+    for _ in 0..cfg.election_timeout_ticks {
+        assert!(c.tick(&log).unwrap().is_empty());
+    }
+    // Without progress (and no leader traffic) it gives up.
+    let mut left = false;
+    for _ in 0..=cfg.sync_timeout_ticks {
+        let a = c.tick(&log).unwrap();
+        if a.iter().any(|x| {
+            matches!(
+                x,
+                Action::RoleChanged {
+                    role: Role::Looking,
+                    ..
+                }
+            )
+        }) {
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "a follower with no progress must return to election");
+
+    // Progress reported by a member it does not await a snapshot from is ignored.
+    let mut c = follower_of_1(2, 0, 0, &log);
+    c.step(&log, 1, Message::LeaderInfo { epoch: 1 }).unwrap();
+    c.step(&log, 1, Message::Snap { epoch: 1 }).unwrap();
+    let mut left = false;
+    for _ in 0..=cfg.sync_timeout_ticks + 2 * cfg.election_timeout_ticks {
+        c.snapshot_progress(3);
+        if c.tick(&log).unwrap().iter().any(|x| {
+            matches!(
+                x,
+                Action::RoleChanged {
+                    role: Role::Looking,
+                    ..
+                }
+            )
+        }) {
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "progress from a non-leader kept the follower waiting");
+}
+
+/// Regression (issue 9, problem 3): a leader that needs a snapshot follower
+/// for its first quorum gave up after `sync_timeout_ticks` however the
+/// transfer went. Progress of the transfer now restarts its sync deadline.
+#[test]
+fn unestablished_leader_waits_for_a_progressing_snapshot_follower_and_not_for_a_silent_one() {
+    let cfg = Config::default();
+    for progress in [true, false] {
+        let mut log = MemLog::new();
+        log.append(&[entry(1, 1), entry(1, 2), entry(1, 3)])
+            .unwrap();
+        log.compact(z(1, 2));
+        let (mut c, _) = leader_with_info(&log, 1, 1, 1, Zxid::ZERO);
+        let a = c
+            .step(
+                &log,
+                2,
+                Message::AckEpoch {
+                    epoch: 2,
+                    current_epoch: 0,
+                    last_zxid: Zxid::ZERO,
+                    fresh: true,
+                },
+            )
+            .unwrap();
+        assert!(
+            a.contains(&Action::SendSnapshot { to: 2 }),
+            "expected SNAP: {a:?}"
+        );
+        let mut stepped_down = false;
+        for _ in 0..cfg.sync_timeout_ticks * 3 {
+            if progress {
+                c.snapshot_progress(2);
+            }
+            c.tick(&log).unwrap();
+            if c.role() != Role::Leading {
+                stepped_down = true;
+                break;
+            }
+        }
+        assert_eq!(
+            stepped_down, !progress,
+            "progress={progress}: the leader's sync deadline ignored the snapshot transfer"
+        );
+    }
+}
+
+/// Regression (found by the SNAP catch-up test, issue 9): a follower that
+/// rejoined the established leader, having accepted that leader's own epoch
+/// before (any restart or timeout), made the leader step down, so every
+/// rejoining follower cost the ensemble an election. It now rejoins.
+#[test]
+fn established_leader_keeps_leading_when_a_follower_of_its_own_epoch_rejoins() {
+    let log = MemLog::new();
+    let (mut c, _) = leader_with_info(&log, 1, 1, 1, Zxid::ZERO);
+    c.step(
+        &log,
+        2,
+        Message::AckEpoch {
+            epoch: 2,
+            current_epoch: 1,
+            last_zxid: Zxid::ZERO,
+            fresh: true,
+        },
+    )
+    .unwrap();
+    c.step(
+        &log,
+        2,
+        Message::AckNewLeader {
+            epoch: 2,
+            zxid: Zxid::ZERO,
+        },
+    )
+    .unwrap();
+    assert!(c.serving(), "the leader is established");
+    // Member 3 accepted epoch 2 earlier (e.g. it restarted): it rejoins.
+    let a = c
+        .step(
+            &log,
+            3,
+            Message::FollowerInfo {
+                accepted_epoch: 2,
+                last_zxid: Zxid::ZERO,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        a,
+        vec![Action::Send {
+            to: 3,
+            msg: Message::LeaderInfo { epoch: 2 }
+        }]
+    );
+    assert!(c.serving());
+    // A promise above our epoch still makes us step down.
+    let a = c
+        .step(
+            &log,
+            3,
+            Message::FollowerInfo {
+                accepted_epoch: 3,
+                last_zxid: Zxid::ZERO,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        a[0],
+        Action::RoleChanged {
+            role: Role::Looking,
+            ..
+        }
+    ));
+}
+
 fn big_entry(c: u32, bytes: usize) -> Entry {
     Entry {
         zxid: z(1, c),
