@@ -84,7 +84,13 @@ pub async fn watch(
         )
     })?;
     let kinds = query.kind.fires_on();
-    let after = Zxid(query.after_zxid.unwrap_or(0));
+    // Without after_zxid the watch covers changes after the state this member
+    // has applied now: a change applied before the request (which the hub may
+    // not have dispatched yet) must not fire it.
+    let after = match query.after_zxid {
+        Some(z) => Zxid(z),
+        None => state.applied.applied_zxid(),
+    };
     let (_registration, mut rx) = state.watches.register_once(&path, kinds, after);
     let answer = |event: &keeper_store::ChangeEvent| -> Result<Json<WatchAnswer>, ApiError> {
         state.metrics.watch_events_sent.inc();
