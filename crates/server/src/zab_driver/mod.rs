@@ -63,7 +63,7 @@ use keeper_zab::{Action, Bootstrap, Core, Member, MemberKind, NodeId, Zxid};
 use log_sync::{Durability, LogSync, Persisted};
 use log_tail::LogTail;
 use snapshot::{InStream, OutStream, OutStreamParams, StreamId};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -425,7 +425,9 @@ impl Proposer for ZabProposer {
         &self,
         encoder: &mut crate::metrics::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        use crate::metrics::{encode_counter, encode_gauge, encode_gauge_f64, zxid_gauge, EncodeMetric};
+        use crate::metrics::{
+            encode_counter, encode_gauge, encode_gauge_f64, zxid_gauge, EncodeMetric,
+        };
         let m = &self.shared.metrics;
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let counters: [(&str, &str, u64); 9] = [
@@ -539,7 +541,9 @@ fn members_status(
         .collect()
 }
 
-/// Messages from helper tasks and threads back into the loop.
+/// Messages from helper tasks and threads back into the loop (today all of
+/// them are about snapshot streams, hence the shared prefix).
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Internal {
     /// A leader's stream ended (`ok`) or failed.
     SnapshotSent {
@@ -1186,7 +1190,7 @@ impl Driver {
                 zxid,
                 ok,
             } => {
-                if !self.out_streams.get(&to).is_some_and(|s| s.id == stream) {
+                if self.out_streams.get(&to).is_none_or(|s| s.id != stream) {
                     return Ok(()); // cancelled meanwhile
                 }
                 if !ok {
