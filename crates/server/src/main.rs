@@ -271,6 +271,19 @@ struct ServerArgs {
     /// Most keepalives waiting for confirmation on one member.
     #[arg(long, env = "KEEPER_MAX_PENDING_KEEPALIVES", value_name = "N")]
     max_pending_keepalives: Option<usize>,
+    /// Snapshot bytes in flight to a follower and not yet acknowledged (flow control).
+    #[arg(long, env = "KEEPER_SNAPSHOT_WINDOW_BYTES", value_name = "BYTES")]
+    snapshot_window_bytes: Option<u64>,
+    /// A snapshot stream whose receiver acknowledges nothing for this long fails, in ms.
+    #[arg(long, env = "KEEPER_SNAPSHOT_STALL_TIMEOUT_MS", value_name = "MS")]
+    snapshot_stall_timeout_ms: Option<u64>,
+    /// Bytes of peer messages a follower holds while it installs a snapshot.
+    #[arg(
+        long,
+        env = "KEEPER_SNAPSHOT_INSTALL_STASH_BYTES",
+        value_name = "BYTES"
+    )]
+    snapshot_install_stash_bytes: Option<u64>,
 }
 
 /// The default of an option as `--help` shows it (from `Config::default()`).
