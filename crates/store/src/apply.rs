@@ -30,8 +30,8 @@ use crate::keys::{
 use crate::path::{split_parent, validate_path};
 use crate::record::NodeRecord;
 use crate::{
-    ChangeEvent, ChangeKind, Entry, MultiError, NodeMode, Op, OpResult, SessionId, Stat, Store,
-    StoreError, Txn, TxnError, TxnOutcome,
+    ChangeEvent, ChangeKind, Entry, Fence, FenceScope, MultiError, NodeMode, Op, OpResult,
+    SessionId, Stat, Store, StoreError, Txn, TxnError, TxnOutcome,
 };
 use bytes::Bytes;
 use keeper_zab::Zxid;
@@ -228,31 +228,51 @@ fn apply_txn(
         }
         Txn::Noop => Ok((TxnOutcome::Noop, Vec::new())),
         Txn::Fenced { fence, txn } => {
-            let refuse = |error: TxnError| match &**txn {
-                Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
-                _ => TxnOutcome::Op(Err(error)),
-            };
-            if !matches!(&**txn, Txn::Op(_) | Txn::Multi(_)) {
-                let error = bad_arguments("a fence guards only an op or a multi");
-                return Ok((refuse(error), Vec::new()));
-            }
-            // Entries before a fenced one are written first (it is applied
-            // alone), so the in-memory tree is the state this entry sees.
-            let holder = match store.lock_holder(&fence.lock) {
-                Ok(holder) => holder.map(|(_, stat)| stat.czxid),
-                Err(error) => return Ok((refuse(error), Vec::new())),
-            };
-            if holder != Some(fence.token) {
-                let error = TxnError::Fenced {
-                    lock: fence.lock.clone(),
-                    token: fence.token,
-                    holder,
-                };
-                return Ok((refuse(error), Vec::new()));
-            }
-            apply_txn(store, batch, ov, zxid, time_ms, txn)
+            let scope = FenceScope::Lock;
+            apply_fenced(store, batch, ov, zxid, time_ms, scope, fence, txn)
+        }
+        Txn::FencedBy { scope, fence, txn } => {
+            apply_fenced(store, batch, ov, zxid, time_ms, *scope, fence, txn)
         }
     }
+}
+
+/// A fenced txn: `txn` applies only while `fence.token` is the czxid of the
+/// lowest contender of `scope`'s `fence.lock`; otherwise `Fenced`.
+#[allow(clippy::too_many_arguments)]
+fn apply_fenced(
+    store: &Store,
+    batch: &mut WriteBatch,
+    ov: Overlay<'_>,
+    zxid: Zxid,
+    time_ms: u64,
+    scope: FenceScope,
+    fence: &Fence,
+    txn: &Txn,
+) -> Result<Effects, StoreError> {
+    let refuse = |error: TxnError| match txn {
+        Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
+        _ => TxnOutcome::Op(Err(error)),
+    };
+    if !matches!(txn, Txn::Op(_) | Txn::Multi(_)) {
+        let error = bad_arguments("a fence guards only an op or a multi");
+        return Ok((refuse(error), Vec::new()));
+    }
+    // Entries before a fenced one are written first (it is applied
+    // alone), so the in-memory tree is the state this entry sees.
+    let holder = match store.holder(scope, &fence.lock) {
+        Ok(holder) => holder.map(|(_, stat)| stat.czxid),
+        Err(error) => return Ok((refuse(error), Vec::new())),
+    };
+    if holder != Some(fence.token) {
+        let error = TxnError::Fenced {
+            lock: fence.lock.clone(),
+            token: fence.token,
+            holder,
+        };
+        return Ok((refuse(error), Vec::new()));
+    }
+    apply_txn(store, batch, ov, zxid, time_ms, txn)
 }
 
 fn check_version(path: &str, expected: i32, stat: &Stat) -> Result<(), TxnError> {

@@ -460,7 +460,17 @@ impl Store {
     /// or `Ok(None)` if nobody holds it. The holder's fencing token is its
     /// `czxid`. `Err` if `name` is not a valid lock name.
     pub fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
-        let dir = lock_dir(name, self.config.max_path_bytes)?;
+        self.holder(FenceScope::Lock, name)
+    }
+
+    /// The holder of `scope`'s `name` (a lock's holder, an election's
+    /// leader): see [`Store::lock_holder`].
+    pub fn holder(
+        &self,
+        scope: FenceScope,
+        name: &str,
+    ) -> Result<Option<(String, Stat)>, TxnError> {
+        let dir = scope.dir(name, self.config.max_path_bytes)?;
         let mem = self.mem_read();
         Ok(mem.first_child(&dir, is_contender_name).and_then(|child| {
             let path = format!("{dir}/{child}");
@@ -472,17 +482,26 @@ impl Store {
     /// child name and stat. `Err` if `name` is not a valid lock name.
     pub fn lock_contenders(&self, name: &str) -> Result<Vec<(String, Stat)>, TxnError> {
         let dir = lock_dir(name, self.config.max_path_bytes)?;
+        Ok(self
+            .contenders(&dir)
+            .into_iter()
+            .map(|(child, stat, _)| (child, stat))
+            .collect())
+    }
+
+    /// Every contender child of the recipe directory `dir` (children named
+    /// by [`is_contender_name`]) in queue order: name, stat and data.
+    pub fn contenders(&self, dir: &str) -> Vec<(String, Stat, bytes::Bytes)> {
         let mem = self.mem_read();
-        Ok(mem
-            .children_page(&dir, None, usize::MAX)
+        mem.children_page(dir, None, usize::MAX)
             .0
             .into_iter()
             .filter(|child| is_contender_name(child))
             .filter_map(|child| {
-                let stat = mem.get(&format!("{dir}/{child}"))?.stat;
-                Some((child, stat))
+                let rec = mem.get(&format!("{dir}/{child}"))?;
+                Some((child, rec.stat, rec.data.clone()))
             })
-            .collect())
+            .collect()
     }
 
     /// All live sessions, by id (used by the leader to rebuild expiry tracking).
