@@ -61,6 +61,10 @@ pub struct RunConfig {
     /// Watchers holding recursive event streams.
     pub watchers: usize,
     pub keys: usize,
+    /// `--log-retain-entries` of the members (`None`: their default). Small
+    /// values make compaction (and so `410 Compacted` for watchers resuming
+    /// far behind, and SNAP catch-up) frequent.
+    pub log_retain_entries: Option<u64>,
     pub check: CheckOptions,
     /// Known failures fail the run too.
     pub strict: bool,
@@ -80,6 +84,7 @@ impl RunConfig {
             lock_clients: 3,
             watchers: 2,
             keys: 4,
+            log_retain_entries: None,
             check: CheckOptions::default(),
             strict: false,
         }
@@ -89,11 +94,14 @@ impl RunConfig {
     /// known failure fails it too).
     pub fn reproduce(&self) -> String {
         format!(
-            "cargo run -p keeper-tests --bin keeper-chaos -- --seed {} --schedule {} --duration-secs {} --members {} --strict",
+            "cargo run -p keeper-tests --bin keeper-chaos -- --seed {} --schedule {} --duration-secs {} --members {}{} --strict",
             self.seed,
             self.schedule.name(),
             self.duration.as_secs(),
-            self.members
+            self.members,
+            self.log_retain_entries
+                .map(|n| format!(" --log-retain-entries {n}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -446,20 +454,29 @@ async fn finish_watches(
     });
     let http = reqwest::Client::new();
     let (member, base) = &members[li];
-    let mut seg = workload::watch_segment(
-        &http,
-        rec,
-        0,
-        (*member, base),
-        Some(from),
-        fence,
-        None,
-        &reference_ctl,
-    )
-    .await;
+    let mut from = from;
+    for _ in 0..3 {
+        let mut seg = workload::watch_segment(
+            &http,
+            rec,
+            0,
+            (*member, base),
+            Some(from),
+            fence,
+            None,
+            &reference_ctl,
+        )
+        .await;
+        seg.reference = true;
+        let retry = seg.compacted.then_some(seg.oldest_zxid).flatten();
+        rec.watch(seg);
+        // Compacted: the reference covers what the member still has.
+        match retry {
+            Some(oldest) if oldest > from && oldest < fence => from = oldest,
+            _ => break,
+        }
+    }
     timer.abort();
-    seg.reference = true;
-    rec.watch(seg);
 }
 
 /// Waits a little for an aborted-or-finishing task (it saw `give_up`).
@@ -483,9 +500,14 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
             "--watch-progress-interval-ms",
             "300",
         ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            cfg.log_retain_entries
+                .into_iter()
+                .flat_map(|n| ["--log-retain-entries".to_string(), n.to_string()]),
+        )
+        .collect(),
         proxied: true,
     });
     let rec = Recorder::new();
@@ -716,7 +738,10 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
     watch_ctl.give_up.store(true, Ordering::Relaxed);
     for t in watch_tasks {
         let abort = t.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }

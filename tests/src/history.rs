@@ -238,6 +238,9 @@ pub struct WatchSegment {
     /// (a legitimate gap, counted in the report).
     #[serde(default)]
     pub compacted: bool,
+    /// With `compacted`: the oldest zxid the member could resume from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_zxid: Option<u64>,
     /// The reference: a replay from a healthy member after healing, from the
     /// earliest zxid any watcher covered up to the fence write.
     #[serde(default)]

@@ -438,25 +438,24 @@ fn classify(call: &Call, status: u16, body: &Value) -> Outcome {
                 None,
                 body["id"].as_u64().zip(body["timeout_ms"].as_u64()),
             ),
-            Call::LockAcquire { .. } => match (
-                body["key"].as_str(),
-                body["fencing_token"].as_u64(),
-            ) {
-                (Some(key), Some(token)) => Outcome::Ok {
-                    node: None,
-                    results: vec![],
-                    created: None,
-                    session: None,
-                    grant: Some(Grant {
-                        key: key.to_string(),
-                        token,
-                    }),
-                },
-                // A grant the client cannot read is no grant it can use.
-                _ => Outcome::Info {
-                    reason: format!("{status} without key and fencing_token: {body}"),
-                },
-            },
+            Call::LockAcquire { .. } => {
+                match (body["key"].as_str(), body["fencing_token"].as_u64()) {
+                    (Some(key), Some(token)) => Outcome::Ok {
+                        node: None,
+                        results: vec![],
+                        created: None,
+                        session: None,
+                        grant: Some(Grant {
+                            key: key.to_string(),
+                            token,
+                        }),
+                    },
+                    // A grant the client cannot read is no grant it can use.
+                    _ => Outcome::Info {
+                        reason: format!("{status} without key and fencing_token: {body}"),
+                    },
+                }
+            }
             Call::Delete { .. }
             | Call::CloseSession { .. }
             | Call::List { .. }
@@ -480,7 +479,9 @@ fn classify(call: &Call, status: u16, body: &Value) -> Outcome {
 /// them, at most `limit`). Recorded like any other op.
 pub async fn setup(client: &mut Client, limit: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + limit;
-    let parents = [ROOT, REGISTERS, "/chaos/p", SEQ_PARENT, EPHEMERALS, "/chaos/l"];
+    let parents = [
+        ROOT, REGISTERS, "/chaos/p", SEQ_PARENT, EPHEMERALS, "/chaos/l",
+    ];
     let mut todo: Vec<(String, String)> = parents
         .iter()
         .map(|p| (p.to_string(), String::new()))
@@ -772,7 +773,12 @@ async fn lock_keepalives(
 
 /// A lock client: sessions, grants, fenced increments of [`COUNTER`],
 /// releases, until `stop`. `c` does the lock work, `ka` the keepalives.
-pub async fn lock_client(mut c: Client, mut ka: Client, cfg: WorkloadConfig, stop: Arc<AtomicBool>) {
+pub async fn lock_client(
+    mut c: Client,
+    mut ka: Client,
+    cfg: WorkloadConfig,
+    stop: Arc<AtomicBool>,
+) {
     let op_timeout = cfg.op_timeout;
     while !stop.load(Ordering::Relaxed) {
         let m = c.any_member();
@@ -986,6 +992,7 @@ pub async fn watch_segment(
         events: Vec::new(),
         end: String::new(),
         compacted: false,
+        oldest_zxid: None,
         reference: false,
     };
     let mut url = format!("{base}/v1/events{WATCHED}?recursive=true");
@@ -1018,6 +1025,7 @@ pub async fn watch_segment(
             .unwrap_or(Value::Null);
         let code = body["error"]["code"].as_str().unwrap_or("").to_string();
         seg.compacted = status == 410 && code == "Compacted";
+        seg.oldest_zxid = body["error"]["oldest_zxid"].as_u64();
         seg.end = format!("refused {status} {code}");
         seg.end_us = rec.now_us();
         return seg;
@@ -1099,8 +1107,7 @@ pub async fn watch_segment(
                     });
                     if m.id.is_some() {
                         seg.events.append(&mut pending);
-                        seg.covered_zxid =
-                            Some(seg.covered_zxid.map_or(zxid, |c| c.max(zxid)));
+                        seg.covered_zxid = Some(seg.covered_zxid.map_or(zxid, |c| c.max(zxid)));
                     }
                 }
             }

@@ -48,6 +48,10 @@ struct Args {
     /// Watchers (recursive event streams resumed across members).
     #[arg(long, default_value_t = 2)]
     watchers: usize,
+    /// The members' `--log-retain-entries` (default: theirs). Small values
+    /// compact often: watchers then meet `410 Compacted`, followers SNAP.
+    #[arg(long)]
+    log_retain_entries: Option<u64>,
     /// Most linearizability search steps per key group (then "unknown").
     #[arg(long, default_value_t = 200_000_000)]
     search_budget: u64,
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
     run.members = sizes[0];
     run.lock_clients = args.lock_clients;
     run.watchers = args.watchers;
+    run.log_retain_entries = args.log_retain_entries;
     run.session_timeout_ms = args.session_timeout_ms;
     run.register_clients = args.clients;
     run.strict = args.strict;

@@ -94,12 +94,8 @@ pub fn check(history: &History) -> Verdict {
     // Grants and their belief intervals.
     let mut grants: Vec<Held<'_>> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let (
-            Call::LockAcquire { name, session, .. },
-            Outcome::Ok {
-                grant: Some(g), ..
-            },
-        ) = (&op.call, &op.outcome)
+        let (Call::LockAcquire { name, session, .. }, Outcome::Ok { grant: Some(g), .. }) =
+            (&op.call, &op.outcome)
         else {
             continue;
         };
@@ -188,9 +184,10 @@ pub fn check(history: &History) -> Verdict {
         if op.fail_code() == Some("Fenced") {
             refused += 1;
             // Refused while its holder still believed it held the lock.
-            if let Some(g) = grants.iter().find(|g| {
-                g.acquire.client == op.client && g.token == f.token && g.lock == f.lock
-            }) {
+            if let Some(g) = grants
+                .iter()
+                .find(|g| g.acquire.client == op.client && g.token == f.token && g.lock == f.lock)
+            {
                 if op.complete_us < g.until {
                     violations.push(format!(
                         "lock {}: a write of the holder of token {} was refused Fenced at {} µs while its \
@@ -219,7 +216,10 @@ pub fn check(history: &History) -> Verdict {
             }
         }
         // Late writes: a newer grant answered at or below this write's zxid.
-        for g in grants.iter().filter(|g| g.lock == f.lock && g.token > f.token) {
+        for g in grants
+            .iter()
+            .filter(|g| g.lock == f.lock && g.token > f.token)
+        {
             if g.acquire.zxid.is_some_and(|z| z <= n.mzxid) {
                 violations.push(format!(
                     "lock {}: a write with token {} applied at zxid {} after token {} was granted at zxid {:?} \
@@ -456,7 +456,10 @@ mod tests {
         let v = check(&h.0.history());
         assert!(v.is_violation(), "{v:?}");
         let all = v.violations.join("\n");
-        assert!(all.contains("token 50 wrote at zxid 56 after token 53"), "{all}");
+        assert!(
+            all.contains("token 50 wrote at zxid 56 after token 53"),
+            "{all}"
+        );
         assert!(all.contains("not fenced"), "{all}");
     }
 

@@ -21,8 +21,8 @@
 
 pub mod durability;
 pub mod linearizable;
-pub mod reads;
 pub mod locks;
+pub mod reads;
 pub mod sequential;
 pub mod sessions;
 pub mod watches;

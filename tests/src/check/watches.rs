@@ -38,7 +38,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Changes an acknowledged write must show on a stream over its prefix:
 /// `(zxid, type, path)`.
 fn expected_changes(op: &Op, prefix: &str) -> Vec<(u64, &'static str, String)> {
-    let under = |p: &str| p == prefix || p.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
+    let under =
+        |p: &str| p == prefix || p.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
     let mut out = Vec::new();
     match (&op.call, &op.outcome) {
         (Call::Set { key, .. }, Outcome::Ok { node: Some(n), .. }) => {
@@ -152,6 +153,9 @@ pub fn check(history: &History) -> Verdict {
     // Segments are judged against the acknowledged writes of their window.
     let mut judge_acked = |s: &WatchSegment, violations: &mut Vec<String>| {
         let Some((lo, hi)) = window(s) else { return };
+        if hi <= lo {
+            return;
+        }
         let have: BTreeSet<(u64, &str, &str)> = s
             .events
             .iter()
@@ -314,7 +318,11 @@ pub fn check(history: &History) -> Verdict {
         }
         if let Some(r) = reference {
             let fence = r.covered_zxid.unwrap_or(0);
-            let reached = segs.iter().filter_map(|s| s.covered_zxid).max().unwrap_or(0);
+            let reached = segs
+                .iter()
+                .filter_map(|s| s.covered_zxid)
+                .max()
+                .unwrap_or(0);
             if reached < fence {
                 violations.push(format!(
                     "liveness: watcher {watcher} covered only up to {reached} after healing; the fence is at {fence} (last: {})",
@@ -375,6 +383,7 @@ mod tests {
             events,
             end: "eof".into(),
             compacted: false,
+            oldest_zxid: None,
             reference: false,
         }
     }
@@ -431,6 +440,20 @@ mod tests {
         let v = check(&h);
         assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
         assert!(v.checked.contains("3 resumed"), "{}", v.checked);
+    }
+
+    #[test]
+    fn an_empty_window_is_valid() {
+        // Opened at 12 and dropped before anything new (a regression: the
+        // acknowledged-write lookup over (12, 12] panicked).
+        let h = history(vec![
+            seg(1, 0, Some(10), (10, 12), upto(10, 12)),
+            seg(1, 50, Some(12), (12, 12), vec![]),
+            seg(1, 100, Some(12), (12, 16), upto(12, 16)),
+            reference(),
+        ]);
+        let v = check(&h);
+        assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
     }
 
     #[test]
@@ -559,14 +582,8 @@ mod tests {
         ]);
         let v = check(&h);
         assert_eq!(v.result, VerdictKind::Invalid, "{v:?}");
-        assert!(
-            v.violations.iter().any(|m| m.contains("outside")),
-            "{v:?}"
-        );
-        assert!(
-            v.violations.iter().any(|m| m.contains("liveness")),
-            "{v:?}"
-        );
+        assert!(v.violations.iter().any(|m| m.contains("outside")), "{v:?}");
+        assert!(v.violations.iter().any(|m| m.contains("liveness")), "{v:?}");
     }
 
     #[test]
@@ -576,6 +593,9 @@ mod tests {
         let h = history(vec![seg(1, 0, Some(10), (10, 16), events), reference()]);
         let v = check(&h);
         assert_eq!(v.result, VerdictKind::Invalid, "{v:?}");
-        assert!(v.violations[0].contains("more changes than the history has"), "{v:?}");
+        assert!(
+            v.violations[0].contains("more changes than the history has"),
+            "{v:?}"
+        );
     }
 }
