@@ -199,7 +199,16 @@ where
     let deadline = options.wait.map(|w| Instant::now() + w);
     let mut backoff = client.config().backoff_initial;
     loop {
-        let session = client.session(options.session_timeout).await?;
+        let session = match client.session(options.session_timeout).await {
+            Ok(session) => session,
+            Err(e) if retryable(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                tracing::debug!(what, %e, "no session yet; again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(client.config().backoff_max);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let wait = match deadline {
             Some(d) => d
                 .saturating_duration_since(Instant::now())
