@@ -65,11 +65,14 @@ fn bench_sets(endpoints: &str, clients: usize, prefix: &str) -> f64 {
 /// Arrival times of change events per stream: (zxid, when).
 type Arrivals = Arc<Mutex<Vec<Vec<(u64, Instant)>>>>;
 
-/// Opens `n` streams on `url_of(i)`; each task records change-event arrivals.
+/// Opens `n` streams on `url_of(i)`; each task records change-event
+/// arrivals, or with `arrivals` = `None` only counts the bytes it reads (a
+/// consumer as cheap as can be: the generator shares the 2 cores).
 async fn open_streams(
     n: usize,
     url_of: impl Fn(usize) -> String,
-    arrivals: Arrivals,
+    arrivals: Option<Arrivals>,
+    bytes_read: Arc<std::sync::atomic::AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -80,11 +83,16 @@ async fn open_streams(
         let resp = http.get(url_of(i)).send().await.expect("open stream");
         assert_eq!(resp.status(), 200);
         let arrivals = arrivals.clone();
+        let bytes_read = bytes_read.clone();
         tasks.push(tokio::spawn(async move {
             let mut resp = resp;
             let mut buf = String::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
                 let now = Instant::now();
+                bytes_read.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let Some(arrivals) = &arrivals else {
+                    continue;
+                };
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buf.find("\n\n") {
                     let block: String = buf.drain(..end + 2).collect();
@@ -130,10 +138,12 @@ async fn watch_bench() {
     let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss_kib(pid);
+    let bytes_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let idle = open_streams(
         STREAMS,
         |i| format!("{base}/v1/events/ws/s{i}?recursive=true"),
-        arrivals.clone(),
+        Some(arrivals.clone()),
+        bytes_read.clone(),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -149,7 +159,8 @@ async fn watch_bench() {
     let lat = open_streams(
         STREAMS,
         |_| format!("{base}/v1/events/lat?recursive=true"),
-        arrivals.clone(),
+        Some(arrivals.clone()),
+        bytes_read.clone(),
     )
     .await;
     let _ = http
@@ -201,15 +212,21 @@ async fn watch_bench() {
         t.abort();
     }
 
-    // Throughput with 1,000 streams on the written prefix itself.
-    let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
+    // Throughput with 1,000 streams on the written prefix itself: every
+    // stream gets every write (consumers that only count bytes).
+    let busy_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let busy = open_streams(
         STREAMS,
         |_| format!("{base}/v1/events/bench?recursive=true"),
-        arrivals.clone(),
+        None,
+        busy_bytes.clone(),
     )
     .await;
+    let busy_started = Instant::now();
     let with_busy = bench_sets(&endpoints, 64, "/bench");
+    let busy_rate = busy_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64
+        / busy_started.elapsed().as_secs_f64()
+        / 1e6;
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -234,7 +251,7 @@ async fn watch_bench() {
         100.0 * with_idle / without.max(1.0)
     );
     eprintln!(
-        "set @64 clients, {STREAMS} streams on /bench: {with_busy:.0} ops/s ({:.1}%); {cut}",
+        "set @64 clients, {STREAMS} streams on /bench: {with_busy:.0} ops/s ({:.1}%); {cut}; streams read {busy_rate:.1} MB/s",
         100.0 * with_busy / without.max(1.0)
     );
     eprintln!(
