@@ -932,6 +932,7 @@ mod tests {
             mode: CreateMode::Ephemeral,
             session: Some(7),
             ttl_ms: None,
+            fence: None,
         };
         assert_eq!(
             serde_json::to_value(&body).ok(),
@@ -942,18 +943,35 @@ mod tests {
             mode: CreateMode::Ttl,
             session: None,
             ttl_ms: Some(500),
+            fence: Some(Fence::lock("l", 9).wire()),
         };
         assert_eq!(
             serde_json::to_value(&body).ok(),
-            Some(json!({"data_b64":"wyg=","mode":"ttl","ttl_ms":500}))
+            Some(
+                json!({"data_b64":"wyg=","mode":"ttl","ttl_ms":500,"fence":{"lock":"l","token":9}})
+            )
         );
         let set = SetBody {
             data: DataWire::encode(b""),
             version: -1,
+            fence: None,
         };
         assert_eq!(
             serde_json::to_value(&set).ok(),
             Some(json!({"data":"","version":-1}))
+        );
+        let set = SetBody {
+            data: DataWire::encode(b""),
+            version: -1,
+            fence: Some(Fence::election("e", 4).wire()),
+        };
+        assert_eq!(
+            serde_json::to_value(&set).ok(),
+            Some(json!({"data":"","version":-1,"fence":{"election":"e","token":4}}))
+        );
+        assert_eq!(
+            Fence::election("a b", 4).query(),
+            "fence_election=a%20b&fence_token=4"
         );
     }
 
