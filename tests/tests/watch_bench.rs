@@ -2,7 +2,8 @@
 //! asserted (timing on a shared machine is not a test):
 //! - set throughput at 64 clients (`keeper-bench`) without streams, with
 //!   1,000 idle recursive streams open on one member (each on its own
-//!   subtree), and with 1,000 recursive streams on the written prefix;
+//!   subtree), with 1,000 recursive streams on the written prefix, and with
+//!   100 streams on the written prefix that never read (cut off, writers unaffected);
 //! - p99 from a write's acknowledgement to its event at every one of 1,000
 //!   streams;
 //! - the member's memory per idle stream (RSS before and after).
@@ -112,6 +113,22 @@ async fn open_streams(
         }));
     }
     tasks
+}
+
+/// `keeper_watch_slow_consumers_total` of the member at `base`.
+async fn slow_consumers(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("keeper_watch_slow_consumers_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +261,24 @@ async fn watch_bench() {
         .unwrap_or("")
         .to_string();
 
+    // Consumers that stop reading: 100 streams on the written prefix whose
+    // responses are never read. Each is cut off once it is
+    // `watch_stream_buffer` entries behind; writers must not notice.
+    let cuts_before = slow_consumers(&http, &base).await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/v1/events/bench?recursive=true"))
+            .send()
+            .await
+            .expect("open stream");
+        assert_eq!(resp.status(), 200);
+        stalled.push(resp);
+    }
+    let with_stalled = bench_sets(&endpoints, 64, "/bench");
+    let stalled_cut = slow_consumers(&http, &base).await - cuts_before;
+    drop(stalled);
+
     eprintln!("--- watch bench (member {watched}, a follower; {STREAMS} streams) ---");
     eprintln!("set @64 clients, no streams:            {without:.0} ops/s");
     eprintln!(
@@ -253,6 +288,10 @@ async fn watch_bench() {
     eprintln!(
         "set @64 clients, {STREAMS} streams on /bench: {with_busy:.0} ops/s ({:.1}%); {cut}; streams read {busy_rate:.1} MB/s",
         100.0 * with_busy / without.max(1.0)
+    );
+    eprintln!(
+        "set @64 clients, 100 streams that never read: {with_stalled:.0} ops/s ({:.1}%); {stalled_cut} of them cut off as slow consumers",
+        100.0 * with_stalled / without.max(1.0)
     );
     eprintln!(
         "ack->event over {} writes x {STREAMS} streams: p50 {:?} p99 {:?} max {:?}; missing {missing}",
