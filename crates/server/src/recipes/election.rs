@@ -269,7 +269,7 @@ impl Observer {
                     return None;
                 }
             }
-            if self.feed.rx.recv().await.is_none() {
+            if self.feed.recv().await.is_none() {
                 self.done = true;
                 let reason = self.feed.cut_reason().unwrap_or(CutReason::Shutdown);
                 return Some(Observed::CutOff(reason));
