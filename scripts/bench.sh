@@ -10,7 +10,10 @@
 # says so loudly and falls back to a single standalone member, so the numbers still mean
 # something; BENCH_MODE=standalone asks for that directly.
 #
-# Env (defaults): BENCH_MODE=cluster|standalone (cluster), BENCH_OPS ("set get lget"),
+# BENCH_MODE=ensemble1 starts a one-member ZAB ensemble (`--peers` naming only itself):
+# the replicated write path on one member, to compare with the standalone one.
+#
+# Env (defaults): BENCH_MODE=cluster|standalone|ensemble1 (cluster), BENCH_OPS ("set get lget"),
 # BENCH_CLIENTS ("1 16 64"), BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_KEYS (1000),
 # BENCH_VALUE_SIZE (256), LEADER_WAIT_S (30), BENCH_CELL_TIMEOUT_S (120: hard cap per cell),
 # BENCH_KEEP=1 keeps the temp dir (data and member logs).
@@ -106,8 +109,26 @@ start_standalone() {
   DESCRIPTION="STANDALONE single member (not replicated), fsync on"
 }
 
+# start_ensemble1: one member running the ZAB driver with itself as the only peer.
+start_ensemble1() {
+  local ports
+  read -r -a ports <<<"$(free_ports 2)"
+  start_member "$KEEPER" 1 "$WORK/ensemble1" "${ports[0]}" "${ports[1]}" \
+    "$(peers_arg "${ports[1]}")" "$WORK/ensemble1.log" "$WORK/ensemble1.pid"
+  PIDS+=("$(cat "$WORK/ensemble1.pid")")
+  if ! wait_for_leader "$LEADER_WAIT_S" "${ports[0]}" >/dev/null; then
+    echo "bench: the one-member ensemble elected no leader; its log:" >&2
+    tail -n 30 "$WORK/ensemble1.log" >&2 || true
+    exit 1
+  fi
+  ENDPOINTS="127.0.0.1:${ports[0]}"
+  DESCRIPTION="ONE-MEMBER ZAB ensemble (not replicated), fsync on"
+}
+
 CLUSTER_FAILURE=""
-if [ "$MODE" = cluster ]; then
+if [ "$MODE" = ensemble1 ]; then
+  start_ensemble1
+elif [ "$MODE" = cluster ]; then
   if ! start_cluster; then
     echo "bench: ================================================================" >&2
     echo "bench: cluster mode unavailable: $CLUSTER_FAILURE." >&2
@@ -121,7 +142,7 @@ if [ "$MODE" = cluster ]; then
 elif [ "$MODE" = standalone ]; then
   start_standalone
 else
-  echo "bench: BENCH_MODE must be cluster or standalone, not $MODE" >&2
+  echo "bench: BENCH_MODE must be cluster, standalone or ensemble1, not $MODE" >&2
   exit 2
 fi
 

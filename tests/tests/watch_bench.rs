@@ -2,7 +2,8 @@
 //! asserted (timing on a shared machine is not a test):
 //! - set throughput at 64 clients (`keeper-bench`) without streams, with
 //!   1,000 idle recursive streams open on one member (each on its own
-//!   subtree), and with 1,000 recursive streams on the written prefix;
+//!   subtree), with 1,000 recursive streams on the written prefix, and with
+//!   100 streams on the written prefix that never read (cut off, writers unaffected);
 //! - p99 from a write's acknowledgement to its event at every one of 1,000
 //!   streams;
 //! - the member's memory per idle stream (RSS before and after).
@@ -65,11 +66,14 @@ fn bench_sets(endpoints: &str, clients: usize, prefix: &str) -> f64 {
 /// Arrival times of change events per stream: (zxid, when).
 type Arrivals = Arc<Mutex<Vec<Vec<(u64, Instant)>>>>;
 
-/// Opens `n` streams on `url_of(i)`; each task records change-event arrivals.
+/// Opens `n` streams on `url_of(i)`; each task records change-event
+/// arrivals, or with `arrivals` = `None` only counts the bytes it reads (a
+/// consumer as cheap as can be: the generator shares the 2 cores).
 async fn open_streams(
     n: usize,
     url_of: impl Fn(usize) -> String,
-    arrivals: Arrivals,
+    arrivals: Option<Arrivals>,
+    bytes_read: Arc<std::sync::atomic::AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -80,11 +84,16 @@ async fn open_streams(
         let resp = http.get(url_of(i)).send().await.expect("open stream");
         assert_eq!(resp.status(), 200);
         let arrivals = arrivals.clone();
+        let bytes_read = bytes_read.clone();
         tasks.push(tokio::spawn(async move {
             let mut resp = resp;
             let mut buf = String::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
                 let now = Instant::now();
+                bytes_read.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let Some(arrivals) = &arrivals else {
+                    continue;
+                };
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buf.find("\n\n") {
                     let block: String = buf.drain(..end + 2).collect();
@@ -104,6 +113,22 @@ async fn open_streams(
         }));
     }
     tasks
+}
+
+/// `keeper_watch_slow_consumers_total` of the member at `base`.
+async fn slow_consumers(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("keeper_watch_slow_consumers_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,10 +155,12 @@ async fn watch_bench() {
     let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss_kib(pid);
+    let bytes_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let idle = open_streams(
         STREAMS,
         |i| format!("{base}/v1/events/ws/s{i}?recursive=true"),
-        arrivals.clone(),
+        Some(arrivals.clone()),
+        bytes_read.clone(),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -149,7 +176,8 @@ async fn watch_bench() {
     let lat = open_streams(
         STREAMS,
         |_| format!("{base}/v1/events/lat?recursive=true"),
-        arrivals.clone(),
+        Some(arrivals.clone()),
+        bytes_read.clone(),
     )
     .await;
     let _ = http
@@ -201,15 +229,21 @@ async fn watch_bench() {
         t.abort();
     }
 
-    // Throughput with 1,000 streams on the written prefix itself.
-    let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
+    // Throughput with 1,000 streams on the written prefix itself: every
+    // stream gets every write (consumers that only count bytes).
+    let busy_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let busy = open_streams(
         STREAMS,
         |_| format!("{base}/v1/events/bench?recursive=true"),
-        arrivals.clone(),
+        None,
+        busy_bytes.clone(),
     )
     .await;
+    let busy_started = Instant::now();
     let with_busy = bench_sets(&endpoints, 64, "/bench");
+    let busy_rate = busy_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64
+        / busy_started.elapsed().as_secs_f64()
+        / 1e6;
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -227,6 +261,24 @@ async fn watch_bench() {
         .unwrap_or("")
         .to_string();
 
+    // Consumers that stop reading: 100 streams on the written prefix whose
+    // responses are never read. Each is cut off once it is
+    // `watch_stream_buffer` entries behind; writers must not notice.
+    let cuts_before = slow_consumers(&http, &base).await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/v1/events/bench?recursive=true"))
+            .send()
+            .await
+            .expect("open stream");
+        assert_eq!(resp.status(), 200);
+        stalled.push(resp);
+    }
+    let with_stalled = bench_sets(&endpoints, 64, "/bench");
+    let stalled_cut = slow_consumers(&http, &base).await - cuts_before;
+    drop(stalled);
+
     eprintln!("--- watch bench (member {watched}, a follower; {STREAMS} streams) ---");
     eprintln!("set @64 clients, no streams:            {without:.0} ops/s");
     eprintln!(
@@ -234,8 +286,12 @@ async fn watch_bench() {
         100.0 * with_idle / without.max(1.0)
     );
     eprintln!(
-        "set @64 clients, {STREAMS} streams on /bench: {with_busy:.0} ops/s ({:.1}%); {cut}",
+        "set @64 clients, {STREAMS} streams on /bench: {with_busy:.0} ops/s ({:.1}%); {cut}; streams read {busy_rate:.1} MB/s",
         100.0 * with_busy / without.max(1.0)
+    );
+    eprintln!(
+        "set @64 clients, 100 streams that never read: {with_stalled:.0} ops/s ({:.1}%); {stalled_cut} of them cut off as slow consumers",
+        100.0 * with_stalled / without.max(1.0)
     );
     eprintln!(
         "ack->event over {} writes x {STREAMS} streams: p50 {:?} p99 {:?} max {:?}; missing {missing}",

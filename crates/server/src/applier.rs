@@ -17,10 +17,11 @@
 //! before anything is served.
 
 use crate::proposer::ProposeError;
+use bytes::Bytes;
 use keeper_store::{Applied, ChangeEvent, Entry, Store, StoreError};
 use keeper_zab::Zxid;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -119,6 +120,33 @@ pub struct AppliedChanges {
     /// The store jumped to `upto` by installing a snapshot: the changes
     /// between the previous batch and `upto` were never published.
     pub reset: bool,
+    /// Each event's wire form (JSON), made once by the first stream that
+    /// sends it and shared by all others: `[without data, with data]`.
+    wire: Box<[[OnceLock<Bytes>; 2]]>,
+}
+
+impl AppliedChanges {
+    pub fn new(upto: Zxid, events: Vec<ChangeEvent>, reset: bool) -> AppliedChanges {
+        let wire = events.iter().map(|_| Default::default()).collect();
+        AppliedChanges {
+            upto,
+            events,
+            reset,
+            wire,
+        }
+    }
+
+    /// The JSON of event `index` (see [`crate::watches::WireEvent::change`]),
+    /// made at most once per run; `None` past the end.
+    pub fn wire(&self, index: usize, with_data: bool) -> Option<&Bytes> {
+        let event = self.events.get(index)?;
+        let cell = &self.wire.get(index)?[usize::from(with_data)];
+        Some(cell.get_or_init(|| {
+            let wire = crate::watches::WireEvent::change(event, with_data, with_data);
+            // Plain strings and numbers always serialize.
+            Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
+        }))
+    }
 }
 
 /// The reading side: what readers (HTTP, watches, barriers) observe. Cheap to clone.
@@ -246,11 +274,7 @@ fn apply_loop(
             ApplierMsg::Reset(zxid) => {
                 last = zxid;
                 applied_tx.send_replace(last);
-                let _ = events.send(Arc::new(AppliedChanges {
-                    upto: zxid,
-                    events: Vec::new(),
-                    reset: true,
-                }));
+                let _ = events.send(Arc::new(AppliedChanges::new(zxid, Vec::new(), true)));
                 next = rx.blocking_recv();
                 continue;
             }
@@ -312,11 +336,7 @@ fn apply_run(
                 .flat_map(|a| std::mem::take(&mut a.events))
                 .collect();
             // Never waits: no subscribers is fine, lagging ones see `Lagged`.
-            let _ = events.send(Arc::new(AppliedChanges {
-                upto: last,
-                events: changes,
-                reset: false,
-            }));
+            let _ = events.send(Arc::new(AppliedChanges::new(last, changes, false)));
             for (committed, applied) in run.into_iter().zip(applied) {
                 if let Some(reply) = committed.reply {
                     let _ = reply.send(Ok(applied));

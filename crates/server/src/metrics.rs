@@ -128,6 +128,15 @@ pub struct Metrics {
     /// Lock waiters woken because the contender they waited for went away
     /// (one per release with no herd effect).
     pub lock_wakeups: Counter,
+    /// Semaphore permits granted.
+    pub semaphore_grants: Counter,
+    /// Semaphore waiters woken because enough of the contenders ahead of
+    /// them went away (one per freed permit with no herd effect).
+    pub semaphore_wakeups: Counter,
+    /// Election candidates elected (campaigns answered with a term).
+    pub election_wins: Counter,
+    /// Election candidates woken by the deletion of their predecessor.
+    pub election_wakeups: Counter,
     /// Watch events written to event streams and answered to one-shot watches
     /// (change events only; progress and cut-off events are not counted).
     pub watch_events_sent: Counter,
@@ -155,6 +164,10 @@ impl Default for Metrics {
         let watch_streams_refused = Counter::default();
         let lock_grants = Counter::default();
         let lock_wakeups = Counter::default();
+        let semaphore_grants = Counter::default();
+        let semaphore_wakeups = Counter::default();
+        let election_wins = Counter::default();
+        let election_wakeups = Counter::default();
         let mut registry = Registry::default();
         for (name, help, counter) in [
             ("keeper_lock_grants", "Lock acquires granted.", &lock_grants),
@@ -162,6 +175,26 @@ impl Default for Metrics {
                 "keeper_lock_wakeups",
                 "Lock waiters woken by the deletion of the contender they waited for.",
                 &lock_wakeups,
+            ),
+            (
+                "keeper_semaphore_grants",
+                "Semaphore permits granted.",
+                &semaphore_grants,
+            ),
+            (
+                "keeper_semaphore_wakeups",
+                "Semaphore waiters woken because enough contenders ahead of them went away.",
+                &semaphore_wakeups,
+            ),
+            (
+                "keeper_election_wins",
+                "Election candidates elected.",
+                &election_wins,
+            ),
+            (
+                "keeper_election_wakeups",
+                "Election candidates woken by the deletion of their predecessor.",
+                &election_wakeups,
             ),
             (
                 "keeper_watch_events_sent",
@@ -242,6 +275,10 @@ impl Default for Metrics {
             watch_streams_refused,
             lock_grants,
             lock_wakeups,
+            semaphore_grants,
+            semaphore_wakeups,
+            election_wins,
+            election_wakeups,
         }
     }
 }

@@ -227,7 +227,7 @@ async fn an_expired_session_releases_its_lock_and_a_waiter_that_goes_away_leaves
 
 #[tokio::test]
 async fn one_release_wakes_one_waiter_and_grants_are_fifo() {
-    const WAITERS: usize = 30;
+    const WAITERS: usize = 50;
     bounded(T, async {
         let n = TestNode::start().await;
         let holder = session(&n, 10_000).await;

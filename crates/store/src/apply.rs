@@ -30,8 +30,8 @@ use crate::keys::{
 use crate::path::{split_parent, validate_path};
 use crate::record::NodeRecord;
 use crate::{
-    Applied, ChangeEvent, ChangeKind, Entry, MultiError, NodeMode, Op, OpResult, SessionId, Stat,
-    StoreConfig, StoreError, Txn, TxnError, TxnOutcome,
+    Applied, ChangeEvent, ChangeKind, Entry, Fence, FenceScope, MultiError, NodeMode, Op, OpResult,
+    SessionId, Stat, StoreConfig, StoreError, Txn, TxnError, TxnOutcome,
 };
 use bytes::Bytes;
 use keeper_zab::Zxid;
@@ -53,8 +53,8 @@ pub(crate) trait ApplyTarget {
     fn session_exists(&self, id: SessionId) -> Result<bool, StoreError>;
     /// Paths of the ephemerals owned by session `id`, sorted bytewise.
     fn ephemerals_of(&self, id: SessionId) -> Result<Vec<String>, StoreError>;
-    /// The holder of lock `name` in the applied state (see `Store::lock_holder`).
-    fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError>;
+    /// The holder of `scope`'s `name` in the applied state (see `Store::holder`).
+    fn holder(&self, scope: FenceScope, name: &str) -> Result<Option<(String, Stat)>, TxnError>;
     /// Adds a put of `key` in column family `cf` to `batch`.
     fn put(
         &self,
@@ -311,31 +311,51 @@ fn apply_txn<T: ApplyTarget>(
         }
         Txn::Noop => Ok((TxnOutcome::Noop, Vec::new())),
         Txn::Fenced { fence, txn } => {
-            let refuse = |error: TxnError| match &**txn {
-                Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
-                _ => TxnOutcome::Op(Err(error)),
-            };
-            if !matches!(&**txn, Txn::Op(_) | Txn::Multi(_)) {
-                let error = bad_arguments("a fence guards only an op or a multi");
-                return Ok((refuse(error), Vec::new()));
-            }
-            // Entries before a fenced one are written first (it is applied
-            // alone), so the in-memory tree is the state this entry sees.
-            let holder = match store.lock_holder(&fence.lock) {
-                Ok(holder) => holder.map(|(_, stat)| stat.czxid),
-                Err(error) => return Ok((refuse(error), Vec::new())),
-            };
-            if holder != Some(fence.token) {
-                let error = TxnError::Fenced {
-                    lock: fence.lock.clone(),
-                    token: fence.token,
-                    holder,
-                };
-                return Ok((refuse(error), Vec::new()));
-            }
-            apply_txn(store, batch, ov, zxid, time_ms, txn)
+            let scope = FenceScope::Lock;
+            apply_fenced(store, batch, ov, zxid, time_ms, scope, fence, txn)
+        }
+        Txn::FencedBy { scope, fence, txn } => {
+            apply_fenced(store, batch, ov, zxid, time_ms, *scope, fence, txn)
         }
     }
+}
+
+/// A fenced txn: `txn` applies only while `fence.token` is the czxid of the
+/// lowest contender of `scope`'s `fence.lock`; otherwise `Fenced`.
+#[allow(clippy::too_many_arguments)]
+fn apply_fenced<T: ApplyTarget>(
+    store: &T,
+    batch: &mut T::Batch,
+    ov: Overlay<'_, T>,
+    zxid: Zxid,
+    time_ms: u64,
+    scope: FenceScope,
+    fence: &Fence,
+    txn: &Txn,
+) -> Result<Effects, StoreError> {
+    let refuse = |error: TxnError| match txn {
+        Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
+        _ => TxnOutcome::Op(Err(error)),
+    };
+    if !matches!(txn, Txn::Op(_) | Txn::Multi(_)) {
+        let error = bad_arguments("a fence guards only an op or a multi");
+        return Ok((refuse(error), Vec::new()));
+    }
+    // Entries before a fenced one are written first (it is applied
+    // alone), so the in-memory tree is the state this entry sees.
+    let holder = match store.holder(scope, &fence.lock) {
+        Ok(holder) => holder.map(|(_, stat)| stat.czxid),
+        Err(error) => return Ok((refuse(error), Vec::new())),
+    };
+    if holder != Some(fence.token) {
+        let error = TxnError::Fenced {
+            lock: fence.lock.clone(),
+            token: fence.token,
+            holder,
+        };
+        return Ok((refuse(error), Vec::new()));
+    }
+    apply_txn(store, batch, ov, zxid, time_ms, txn)
 }
 
 fn check_version(path: &str, expected: i32, stat: &Stat) -> Result<(), TxnError> {

@@ -435,25 +435,44 @@ impl Store {
     /// or `Ok(None)` if nobody holds it. The holder's fencing token is its
     /// `czxid`. `Err` if `name` is not a valid lock name.
     pub fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
+        self.holder(FenceScope::Lock, name)
+    }
+
+    /// The holder of `scope`'s `name` (a lock's holder, an election's
+    /// leader): see [`Store::lock_holder`].
+    pub fn holder(
+        &self,
+        scope: FenceScope,
+        name: &str,
+    ) -> Result<Option<(String, Stat)>, TxnError> {
         self.mem_read()
-            .lock_holder(name, self.config.max_path_bytes)
+            .holder(scope, name, self.config.max_path_bytes)
     }
 
     /// Every contender of lock `name` in queue order (the holder first):
     /// child name and stat. `Err` if `name` is not a valid lock name.
     pub fn lock_contenders(&self, name: &str) -> Result<Vec<(String, Stat)>, TxnError> {
         let dir = lock_dir(name, self.config.max_path_bytes)?;
+        Ok(self
+            .contenders(&dir)
+            .into_iter()
+            .map(|(child, stat, _)| (child, stat))
+            .collect())
+    }
+
+    /// Every contender child of the recipe directory `dir` (children named
+    /// by [`is_contender_name`]) in queue order: name, stat and data.
+    pub fn contenders(&self, dir: &str) -> Vec<(String, Stat, bytes::Bytes)> {
         let mem = self.mem_read();
-        Ok(mem
-            .children_page(&dir, None, usize::MAX)
+        mem.children_page(dir, None, usize::MAX)
             .0
             .into_iter()
             .filter(|child| is_contender_name(child))
             .filter_map(|child| {
-                let stat = mem.get(&format!("{dir}/{child}"))?.stat;
-                Some((child, stat))
+                let rec = mem.get(&format!("{dir}/{child}"))?;
+                Some((child, rec.stat, rec.data.clone()))
             })
-            .collect())
+            .collect()
     }
 
     /// All live sessions, by id (used by the leader to rebuild expiry tracking).
@@ -569,8 +588,8 @@ impl apply::ApplyTarget for Store {
         Store::ephemerals_of(self, id)
     }
 
-    fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
-        Store::lock_holder(self, name)
+    fn holder(&self, scope: FenceScope, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
+        Store::holder(self, scope, name)
     }
 
     fn put(

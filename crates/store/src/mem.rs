@@ -118,14 +118,15 @@ impl MemTree {
             .map(|name| name.to_string())
     }
 
-    /// The holder of lock `name`: its lowest-sequence contender's path and
-    /// stat (see `Store::lock_holder`).
-    pub(crate) fn lock_holder(
+    /// The holder of `scope`'s `name`: its lowest-sequence contender's path
+    /// and stat (see `Store::holder`).
+    pub(crate) fn holder(
         &self,
+        scope: crate::FenceScope,
         name: &str,
         max_path_bytes: usize,
     ) -> Result<Option<(String, crate::Stat)>, crate::TxnError> {
-        let dir = crate::lock_dir(name, max_path_bytes)?;
+        let dir = scope.dir(name, max_path_bytes)?;
         Ok(self
             .first_child(&dir, crate::is_contender_name)
             .and_then(|child| {

@@ -27,8 +27,8 @@ use crate::keys::{
 use crate::mem::MemTree;
 use crate::record::NodeRecord;
 use crate::{
-    node_digest, session_digest, Applied, Entry, NodeMode, SessionId, SessionInfo, Stat,
-    StoreConfig, StoreError, TxnError,
+    node_digest, session_digest, Applied, Entry, FenceScope, NodeMode, SessionId, SessionInfo,
+    Stat, StoreConfig, StoreError, TxnError,
 };
 use keeper_zab::Zxid;
 use std::collections::BTreeMap;
@@ -414,10 +414,10 @@ impl ApplyTarget for Reader<'_> {
         self.store.ephemerals_of(id)
     }
 
-    fn lock_holder(&self, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
+    fn holder(&self, scope: FenceScope, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
         self.store
             .mem
-            .lock_holder(name, self.store.config.max_path_bytes)
+            .holder(scope, name, self.store.config.max_path_bytes)
     }
 
     fn put(

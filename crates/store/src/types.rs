@@ -129,12 +129,48 @@ pub enum Txn {
         fence: Fence,
         txn: Box<Txn>,
     },
+    /// [`Txn::Fenced`] for any recipe: `txn` applies only if `fence.token`
+    /// is the czxid of the lowest contender of `scope`'s `fence.lock`
+    /// (a lock's holder, an election's leader); otherwise `Fenced`.
+    /// (Appended last, like `Fenced`; locks keep using `Fenced`.)
+    FencedBy {
+        scope: FenceScope,
+        fence: Fence,
+        txn: Box<Txn>,
+    },
+}
+
+/// What a fence names: a lock or an election (both are a directory of
+/// ephemeral sequential contenders whose lowest one holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceScope {
+    Lock,
+    Election,
+}
+
+impl FenceScope {
+    /// The directory of `name` in this scope ([`lock_dir`], [`election_dir`]).
+    pub fn dir(self, name: &str, max_path_bytes: usize) -> Result<String, TxnError> {
+        match self {
+            FenceScope::Lock => lock_dir(name, max_path_bytes),
+            FenceScope::Election => election_dir(name, max_path_bytes),
+        }
+    }
 }
 
 /// Where the contender nodes of every lock live: lock `name` is the
 /// directory `/.keeper/locks/{name}`, its contenders are its children named
 /// by a 10-digit sequence number, and the lowest one holds the lock.
 pub const LOCKS_PREFIX: &str = "/.keeper/locks";
+
+/// Where the contenders of every election live (`/.keeper/elections/{name}`,
+/// the lowest contender leads; its data is the leader's value).
+pub const ELECTIONS_PREFIX: &str = "/.keeper/elections";
+
+/// Where the contenders of every semaphore live (`/.keeper/semaphores/{name}`;
+/// the directory's data is the semaphore's `permits_max`).
+pub const SEMAPHORES_PREFIX: &str = "/.keeper/semaphores";
 
 /// A fence: the write applies only while `token` is the czxid of the node
 /// holding lock `lock`.
@@ -147,12 +183,31 @@ pub struct Fence {
 /// The directory of lock `name`, or why `name` is not a lock name (empty,
 /// contains `/`, or makes an invalid path).
 pub fn lock_dir(name: &str, max_path_bytes: usize) -> Result<String, TxnError> {
+    recipe_dir(LOCKS_PREFIX, "lock", name, max_path_bytes)
+}
+
+/// The directory of election `name` (see [`lock_dir`]).
+pub fn election_dir(name: &str, max_path_bytes: usize) -> Result<String, TxnError> {
+    recipe_dir(ELECTIONS_PREFIX, "election", name, max_path_bytes)
+}
+
+/// The directory of semaphore `name` (see [`lock_dir`]).
+pub fn semaphore_dir(name: &str, max_path_bytes: usize) -> Result<String, TxnError> {
+    recipe_dir(SEMAPHORES_PREFIX, "semaphore", name, max_path_bytes)
+}
+
+fn recipe_dir(
+    prefix: &str,
+    what: &str,
+    name: &str,
+    max_path_bytes: usize,
+) -> Result<String, TxnError> {
     if name.is_empty() || name.contains('/') {
         return Err(TxnError::BadArguments {
-            message: format!("lock name {name:?} must be one non-empty path segment"),
+            message: format!("{what} name {name:?} must be one non-empty path segment"),
         });
     }
-    let dir = format!("{LOCKS_PREFIX}/{name}");
+    let dir = format!("{prefix}/{name}");
     crate::path::validate_path(&format!("{dir}/0000000000"), max_path_bytes)?;
     Ok(dir)
 }
@@ -172,7 +227,10 @@ impl Txn {
         // the entries before it must be written first.
         matches!(
             self,
-            Txn::CreateSession { .. } | Txn::CloseSession { .. } | Txn::Fenced { .. }
+            Txn::CreateSession { .. }
+                | Txn::CloseSession { .. }
+                | Txn::Fenced { .. }
+                | Txn::FencedBy { .. }
         )
     }
 }
@@ -261,9 +319,10 @@ pub enum TxnError {
     SessionExpired { id: SessionId },
     #[error("data is {size} bytes, above the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
-    /// A fenced write whose token is not the lock's current holder's.
-    /// `holder` is the current holder's token (`None`: the lock is free).
-    #[error("fenced: token {token} does not hold lock {lock:?} (holder: {holder:?})")]
+    /// A fenced write whose token is not the current holder's of the lock
+    /// (or the leader's of the election) named `lock`. `holder` is the
+    /// current holder's token (`None`: nobody holds it).
+    #[error("fenced: token {token} is not the current holder's of {lock:?} (holder: {holder:?})")]
     Fenced {
         lock: String,
         token: u64,

@@ -1241,6 +1241,67 @@ fn a_fenced_write_applies_only_while_its_token_holds_the_lock() {
 }
 
 #[test]
+fn an_election_fence_checks_the_election_leader_not_a_lock_of_the_same_name() {
+    let mut h = Harness::new();
+    lock_dir_m(&mut h);
+    for p in ["/.keeper/elections", "/.keeper/elections/m"] {
+        h.create(p, NodeMode::Persistent).unwrap();
+    }
+    h.create("/counter", NodeMode::Persistent).unwrap();
+    let (s1, s2) = (h.session(), h.session());
+    let (_, lock_token) = contend(&mut h, s1);
+    let candidate = |h: &mut Harness, session| match h.op(create(
+        "/.keeper/elections/m/",
+        NodeMode::EphemeralSequential,
+        session,
+        None,
+    )) {
+        Ok(OpResult::Created { path, stat }) => (path, stat.czxid),
+        other => panic!("expected Created, got {other:?}"),
+    };
+    let (leader, term1) = candidate(&mut h, s1);
+    let (_, term2) = candidate(&mut h, s2);
+    assert_eq!(
+        h.store()
+            .holder(FenceScope::Election, "m")
+            .unwrap()
+            .map(|(p, s)| (p, s.czxid)),
+        Some((leader.clone(), term1))
+    );
+    let by_election = |token: u64| Txn::FencedBy {
+        scope: FenceScope::Election,
+        fence: Fence {
+            lock: "m".into(),
+            token,
+        },
+        txn: Box::new(Txn::Op(set("/counter", b"x", -1))),
+    };
+    // The lock's token does not pass an election fence of the same name.
+    assert_eq!(
+        h.txn_at(1000, by_election(lock_token)).outcome,
+        TxnOutcome::Op(Err(fenced_err("m", lock_token, Some(term1))))
+    );
+    assert!(matches!(
+        h.txn_at(1000, by_election(term1)).outcome,
+        TxnOutcome::Op(Ok(OpResult::Set { .. }))
+    ));
+    // The leader resigns: its term is stale, the next candidate's holds.
+    h.op(Op::Delete {
+        path: leader,
+        version: -1,
+    })
+    .unwrap();
+    assert_eq!(
+        h.txn_at(1000, by_election(term1)).outcome,
+        TxnOutcome::Op(Err(fenced_err("m", term1, Some(term2))))
+    );
+    assert!(matches!(
+        h.txn_at(1000, by_election(term2)).outcome,
+        TxnOutcome::Op(Ok(OpResult::Set { .. }))
+    ));
+}
+
+#[test]
 fn a_fenced_multi_applies_all_or_nothing_and_fails_at_index_0() {
     let mut h = Harness::new();
     lock_dir_m(&mut h);

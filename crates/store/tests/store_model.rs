@@ -365,7 +365,11 @@ impl Model {
                 TxnOutcome::Reaped { paths }
             }
             Txn::Noop => TxnOutcome::Noop,
-            Txn::Fenced { fence, txn } => {
+            Txn::Fenced { fence, txn } | Txn::FencedBy { fence, txn, .. } => {
+                let scope = match &entry.txn {
+                    Txn::FencedBy { scope, .. } => *scope,
+                    _ => FenceScope::Lock,
+                };
                 let refuse = |error: TxnError| match &**txn {
                     Txn::Multi(_) => TxnOutcome::Multi(Err(MultiError { index: 0, error })),
                     _ => TxnOutcome::Op(Err(error)),
@@ -374,7 +378,7 @@ impl Model {
                     let message = "a fence guards only an op or a multi".to_string();
                     return (refuse(TxnError::BadArguments { message }), Vec::new());
                 }
-                let dir = match lock_dir(&fence.lock, MAX_PATH) {
+                let dir = match scope.dir(&fence.lock, MAX_PATH) {
                     Ok(dir) => dir,
                     Err(e) => return (refuse(e), Vec::new()),
                 };

@@ -23,8 +23,9 @@ use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::watches::stream::{EventStream, StartError, StreamSpec};
 use crate::watches::Scope;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use keeper_zab::Zxid;
 use std::convert::Infallible;
@@ -128,13 +129,18 @@ pub async fn events(
         }
     })?;
     let body = futures::stream::unfold(stream, |mut stream| async move {
-        let event = stream.next().await?;
-        Some((Ok::<_, Infallible>(event), stream))
+        let chunk = stream.next().await?;
+        Some((Ok::<_, Infallible>(chunk), stream))
     });
-    // Progress events keep an idle stream alive; the comment keep-alive
-    // only covers a long replay step.
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // Progress events (every `watch_progress_interval_ms`) keep an idle
+    // stream alive.
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
         .into_response())
 }
 

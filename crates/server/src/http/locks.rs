@@ -22,7 +22,8 @@ pub struct AcquireBody {
     pub wait_ms: u64,
 }
 
-fn param(params: &HashMap<String, String>, name: &str) -> Result<String, ApiError> {
+/// Path parameter `name` (the router always provides it).
+pub fn param(params: &HashMap<String, String>, name: &str) -> Result<String, ApiError> {
     params
         .get(name)
         .cloned()

@@ -3,7 +3,8 @@
 //! Where it sits: requests come in here; reads go straight to the store (after
 //! the read barrier for `?consistency=linearizable`), writes become a `Txn`
 //! handed to the [`Proposer`]. One module per resource: [`nodes`],
-//! [`children`], [`txn`], [`sessions`], [`locks`], [`cluster`] (+ `/v1/sync`),
+//! [`children`], [`txn`], [`sessions`], [`locks`], [`semaphores`],
+//! [`elections`], [`cluster`] (+ `/v1/sync`),
 //! [`watch`] (one-shot watches), [`events`] (event streams, SSE),
 //! [`health`], [`metrics`].
 //!
@@ -20,12 +21,14 @@
 pub mod admin;
 pub mod children;
 pub mod cluster;
+pub mod elections;
 pub mod events;
 pub mod extract;
 pub mod health;
 pub mod locks;
 pub mod metrics;
 pub mod nodes;
+pub mod semaphores;
 pub mod sessions;
 pub mod txn;
 pub mod watch;
@@ -157,7 +160,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 spec_path,
                 patterns,
                 long_lived: spec_path.starts_with("/v1/watch/")
-                    || spec_path.starts_with("/v1/events/"),
+                    || spec_path.starts_with("/v1/events/")
+                    || spec_path.ends_with("/events"),
             },
             handler,
         )
@@ -247,6 +251,54 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/v1/locks/{name}",
             &["/v1/locks/{name}"],
             on(MethodFilter::GET, locks::show),
+        ),
+        r(
+            Method::POST,
+            "/v1/semaphores/{name}/acquire",
+            &["/v1/semaphores/{name}/acquire"],
+            on(MethodFilter::POST, semaphores::acquire),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/semaphores/{name}/{key}",
+            &["/v1/semaphores/{name}/{key}"],
+            on(MethodFilter::DELETE, semaphores::release),
+        ),
+        r(
+            Method::GET,
+            "/v1/semaphores/{name}",
+            &["/v1/semaphores/{name}"],
+            on(MethodFilter::GET, semaphores::show),
+        ),
+        r(
+            Method::POST,
+            "/v1/elections/{name}/campaign",
+            &["/v1/elections/{name}/campaign"],
+            on(MethodFilter::POST, elections::campaign),
+        ),
+        r(
+            Method::POST,
+            "/v1/elections/{name}/resign",
+            &["/v1/elections/{name}/resign"],
+            on(MethodFilter::POST, elections::resign),
+        ),
+        r(
+            Method::POST,
+            "/v1/elections/{name}/proclaim",
+            &["/v1/elections/{name}/proclaim"],
+            on(MethodFilter::POST, elections::proclaim),
+        ),
+        r(
+            Method::GET,
+            "/v1/elections/{name}",
+            &["/v1/elections/{name}"],
+            on(MethodFilter::GET, elections::show),
+        ),
+        r(
+            Method::GET,
+            "/v1/elections/{name}/events",
+            &["/v1/elections/{name}/events"],
+            on(MethodFilter::GET, elections::events),
         ),
         r(
             Method::POST,

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use keeper_store::{Fence, NodeMode, Op, OpResult, Stat, Txn, TxnOutcome};
+use keeper_store::{Fence, FenceScope, NodeMode, Op, OpResult, Stat, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Body of a create.
@@ -30,25 +30,52 @@ pub struct CreateBody {
     pub fence: Option<FenceBody>,
 }
 
-/// `fence: {lock, token}` of a write: it applies only while `token` is the
-/// fencing token of lock `lock`'s current holder (else `409 Fenced`).
+/// `fence: {lock | election, token}` of a write: it applies only while
+/// `token` is the fencing token of lock `lock`'s current holder, or the term
+/// of election `election`'s current leader (else `409 Fenced`). Exactly one
+/// of `lock` and `election`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FenceBody {
-    pub lock: String,
+    pub lock: Option<String>,
+    pub election: Option<String>,
     pub token: u64,
 }
 
-/// `txn` guarded by `fence`, if there is one (the lock name checked first).
+/// `txn` guarded by `fence`, if there is one (the name checked first).
 pub fn fence_txn(state: &AppState, fence: Option<FenceBody>, txn: Txn) -> Result<Txn, ApiError> {
-    let Some(FenceBody { lock, token }) = fence else {
+    let Some(FenceBody {
+        lock,
+        election,
+        token,
+    }) = fence
+    else {
         return Ok(txn);
     };
-    keeper_store::lock_dir(&lock, state.config.max_path_bytes)?;
-    Ok(Txn::Fenced {
-        fence: Fence { lock, token },
-        txn: Box::new(txn),
-    })
+    let txn = Box::new(txn);
+    match (lock, election) {
+        (Some(lock), None) => {
+            keeper_store::lock_dir(&lock, state.config.max_path_bytes)?;
+            Ok(Txn::Fenced {
+                fence: Fence { lock, token },
+                txn,
+            })
+        }
+        (None, Some(election)) => {
+            keeper_store::election_dir(&election, state.config.max_path_bytes)?;
+            Ok(Txn::FencedBy {
+                scope: FenceScope::Election,
+                fence: Fence {
+                    lock: election,
+                    token,
+                },
+                txn,
+            })
+        }
+        _ => Err(ApiError::bad_arguments(
+            "a fence names exactly one of \"lock\" and \"election\"",
+        )),
+    }
 }
 
 /// Body of a set.
@@ -97,6 +124,8 @@ pub struct DeleteQuery {
     pub version: Option<i32>,
     /// With `fence_token`: the delete is fenced by this lock.
     pub fence_lock: Option<String>,
+    /// With `fence_token`: the delete is fenced by this election's term.
+    pub fence_election: Option<String>,
     pub fence_token: Option<u64>,
 }
 
@@ -258,12 +287,16 @@ pub async fn delete(
         return Err(ApiError::bad_arguments("the root cannot be deleted").with_path(path));
     }
     let version = check_version(query.version.unwrap_or(-1))?;
-    let fence = match (query.fence_lock, query.fence_token) {
-        (Some(lock), Some(token)) => Some(FenceBody { lock, token }),
-        (None, None) => None,
+    let fence = match (query.fence_lock, query.fence_election, query.fence_token) {
+        (None, None, None) => None,
+        (lock, election, Some(token)) if lock.is_some() != election.is_some() => Some(FenceBody {
+            lock,
+            election,
+            token,
+        }),
         _ => {
             return Err(ApiError::bad_arguments(
-                "\"fence_lock\" and \"fence_token\" go together",
+                "\"fence_token\" goes with exactly one of \"fence_lock\" and \"fence_election\"",
             ))
         }
     };

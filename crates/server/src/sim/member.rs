@@ -200,6 +200,9 @@ struct Installing {
     stash: VecDeque<(NodeId, Peer)>,
 }
 
+/// Results of forwarded writes for one follower: request id and zxid.
+type ForwardResults = Vec<(u64, Result<Zxid, String>)>;
+
 /// A committed entry on its way to the applier (`applier::Committed`).
 struct Committed {
     zxid: Zxid,
@@ -294,7 +297,7 @@ impl SimMember {
     pub fn new(id: NodeId, store: StoreConfig, bounds: MemberBounds, seed: u64) -> SimMember {
         SimMember {
             bounds,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ (u64::from(id) << 56) ^ 0x5EED),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ (id << 56) ^ 0x5EED),
             id,
             log: MemLog::new(),
             log_durable: Zxid::ZERO,
@@ -1052,7 +1055,7 @@ impl SimMember {
             } else {
                 Err("not the leader any more".to_string())
             };
-            let mut forwarded: Vec<(NodeId, Vec<(u64, Result<Zxid, String>)>)> = Vec::new();
+            let mut forwarded: Vec<(NodeId, ForwardResults)> = Vec::new();
             for (i, origin) in origins.into_iter().enumerate() {
                 let result = proposed.clone().map(|first| Zxid(first.0 + i as u64));
                 match (origin, result) {

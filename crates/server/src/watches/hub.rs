@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// Per stream: the indexes of its matching events in the current entry, its
-/// sender, and its cut-off mark (non-zero once the stream is cut off).
-type StreamMatches = (Vec<u32>, mpsc::Sender<Group>, Arc<AtomicU64>);
+/// Per stream: the indexes of its matching events in the current run, the
+/// number of entries (distinct zxids) among them, and its sink.
+type StreamMatches = (Vec<u32>, u32, Arc<StreamSink>);
 
 /// A set of change kinds (for one-shot watches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,18 +90,34 @@ pub fn matches(scope: Scope, watched: &str, changed: &str, kind: ChangeKind) -> 
     }
 }
 
-/// The matching changes of one entry for one stream, in apply order:
-/// indexes into a shared run (nothing is copied per stream).
+/// The matching changes of one apply run for one stream, in apply order:
+/// indexes into a shared run (nothing is copied per stream). It may span
+/// several entries (zxids).
 #[derive(Debug, Clone)]
 pub struct Group {
     pub changes: Arc<AppliedChanges>,
     pub indices: Vec<u32>,
+    /// How many entries (distinct zxids) the indexed changes belong to.
+    pub entries: u32,
 }
 
 impl Group {
-    /// The entry's zxid (`Zxid::ZERO` for an empty group, which is never sent).
-    pub fn zxid(&self) -> Zxid {
-        self.events().next().map_or(Zxid::ZERO, |e| e.zxid)
+    /// The zxid of its last change (`Zxid::ZERO` for an empty group, which
+    /// is never sent).
+    pub fn last_zxid(&self) -> Zxid {
+        self.indices
+            .last()
+            .and_then(|i| self.changes.events.get(*i as usize))
+            .map_or(Zxid::ZERO, |e| e.zxid)
+    }
+
+    /// Its changes with their indexes into the run (for the run's cached
+    /// wire form, [`AppliedChanges::wire`]).
+    pub fn indexed(&self) -> impl Iterator<Item = (usize, &ChangeEvent)> + '_ {
+        self.indices.iter().filter_map(|i| {
+            let i = *i as usize;
+            self.changes.events.get(i).map(|e| (i, e))
+        })
     }
 
     pub fn events(&self) -> impl Iterator<Item = &ChangeEvent> + '_ {
@@ -142,13 +158,18 @@ impl CutReason {
     }
 }
 
+/// A stream's side of its channel, shared by all its registrations.
+struct StreamSink {
+    tx: mpsc::UnboundedSender<Group>,
+    /// 0 while live, else the [`CutReason`] code.
+    cut: Arc<AtomicU64>,
+    /// Entries sent and not yet received (bounded by the hub's `buffer`).
+    queued: Arc<AtomicUsize>,
+}
+
 /// Where a registration's matches go.
 enum Sink {
-    Stream {
-        tx: mpsc::Sender<Group>,
-        /// 0 while live, else the [`CutReason`] code.
-        cut: Arc<AtomicU64>,
-    },
+    Stream(Arc<StreamSink>),
     Once {
         tx: Option<oneshot::Sender<Result<ChangeEvent, CutReason>>>,
         /// Only changes above this zxid fire it.
@@ -229,8 +250,10 @@ impl Drop for Registration {
 
 /// What a stream reads from: its groups, and why it was cut off.
 pub struct StreamFeed {
-    pub rx: mpsc::Receiver<Group>,
+    rx: mpsc::UnboundedReceiver<Group>,
     pub cut: Arc<AtomicU64>,
+    /// Entries sent and not yet received; [`StreamFeed::recv`] counts down.
+    queued: Arc<AtomicUsize>,
     /// Every change up to this zxid was dispatched before the stream
     /// registered (it gets every later one, or is cut off).
     pub start: Zxid,
@@ -241,6 +264,26 @@ impl StreamFeed {
     /// Why the stream was cut off, if it was.
     pub fn cut_reason(&self) -> Option<CutReason> {
         CutReason::from_code(self.cut.load(Ordering::Acquire))
+    }
+
+    /// The next group; `None` once the stream was cut off (or the hub
+    /// closed) and everything sent before was received.
+    pub async fn recv(&mut self) -> Option<Group> {
+        let group = self.rx.recv().await?;
+        self.received(&group);
+        Some(group)
+    }
+
+    /// A group already sent, without waiting.
+    pub fn try_recv(&mut self) -> Result<Group, mpsc::error::TryRecvError> {
+        let group = self.rx.try_recv()?;
+        self.received(&group);
+        Ok(group)
+    }
+
+    fn received(&self, group: &Group) {
+        self.queued
+            .fetch_sub(group.entries as usize, Ordering::AcqRel);
     }
 }
 
@@ -317,8 +360,14 @@ impl Hub {
 
     /// Registers a stream watching each `(path, scope)`.
     pub fn register_stream(self: &Arc<Self>, watches: &[(String, Scope)]) -> StreamFeed {
-        let (tx, rx) = mpsc::channel(self.buffer);
+        let (tx, rx) = mpsc::unbounded_channel();
         let cut = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sink = Arc::new(StreamSink {
+            tx,
+            cut: cut.clone(),
+            queued: queued.clone(),
+        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut registry = self.lock();
         for (path, scope) in watches {
@@ -327,10 +376,7 @@ impl Hub {
                 Reg {
                     id,
                     scope: *scope,
-                    sink: Sink::Stream {
-                        tx: tx.clone(),
-                        cut: cut.clone(),
-                    },
+                    sink: Sink::Stream(sink.clone()),
                 },
             );
         }
@@ -340,6 +386,7 @@ impl Hub {
         StreamFeed {
             rx,
             cut,
+            queued,
             start,
             registration: Registration {
                 hub: self.clone(),
@@ -408,90 +455,93 @@ impl Hub {
         }
     }
 
-    /// Hands every change of `run` to the watches it matches.
+    /// Hands every change of `run` to the watches it matches: one group
+    /// per stream for the whole run.
     fn dispatch(&self, registry: &mut Registry, run: &Arc<AppliedChanges>) {
         if registry.by_path.is_empty() {
             return;
         }
-        // Per stream id: its matches in the current entry.
+        // Per stream id: its matches in this run.
         let mut groups: HashMap<u64, StreamMatches> = HashMap::new();
         let mut fired: Vec<u64> = Vec::new();
         let mut cut: Vec<u64> = Vec::new();
-        let events = &run.events;
-        let mut i = 0;
-        while i < events.len() {
-            let zxid = events[i].zxid;
-            let mut end = i;
-            while end < events.len() && events[end].zxid == zxid {
-                let event = &events[end];
-                let mut visit = |at: &str, level: Level| {
-                    let Some(regs) = registry.by_path.get_mut(at) else {
-                        return;
+        for (index, event) in run.events.iter().enumerate() {
+            let mut visit = |at: &str, level: Level| {
+                let Some(regs) = registry.by_path.get_mut(at) else {
+                    return;
+                };
+                for reg in regs.iter_mut() {
+                    let wanted = match (reg.scope, level) {
+                        (Scope::Node(kinds), Level::Itself) => kinds.contains(event.kind),
+                        (Scope::Node(_), _) => false,
+                        (Scope::NodeAndChildren, Level::Below) => false,
+                        (Scope::NodeAndChildren, _) | (Scope::Recursive, _) => true,
                     };
-                    for reg in regs.iter_mut() {
-                        let wanted = match (reg.scope, level) {
-                            (Scope::Node(kinds), Level::Itself) => kinds.contains(event.kind),
-                            (Scope::Node(_), _) => false,
-                            (Scope::NodeAndChildren, Level::Below) => false,
-                            (Scope::NodeAndChildren, _) | (Scope::Recursive, _) => true,
-                        };
-                        if !wanted {
-                            continue;
-                        }
-                        match &mut reg.sink {
-                            Sink::Stream { tx, cut } => {
-                                if cut.load(Ordering::Acquire) != 0 {
-                                    continue;
-                                }
-                                let group = groups
-                                    .entry(reg.id)
-                                    .or_insert_with(|| (Vec::new(), tx.clone(), cut.clone()));
-                                // Two watched paths of one stream may both match.
-                                if group.0.last() != Some(&(end as u32)) {
-                                    group.0.push(end as u32);
-                                }
+                    if !wanted {
+                        continue;
+                    }
+                    match &mut reg.sink {
+                        Sink::Stream(sink) => {
+                            if sink.cut.load(Ordering::Acquire) != 0 {
+                                continue;
                             }
-                            Sink::Once { tx, after } => {
-                                if event.zxid <= *after {
-                                    continue;
+                            let group = groups
+                                .entry(reg.id)
+                                .or_insert_with(|| (Vec::new(), 0, sink.clone()));
+                            // Two watched paths of one stream may both match.
+                            if group.0.last() == Some(&(index as u32)) {
+                                continue;
+                            }
+                            let new_entry = group
+                                .0
+                                .last()
+                                .and_then(|i| run.events.get(*i as usize))
+                                .is_none_or(|last| last.zxid != event.zxid);
+                            if new_entry {
+                                group.1 += 1;
+                            }
+                            group.0.push(index as u32);
+                        }
+                        Sink::Once { tx, after } => {
+                            if event.zxid <= *after {
+                                continue;
+                            }
+                            if let Some(tx) = tx.take() {
+                                if tx.send(Ok(event.clone())).is_ok() {
+                                    self.metrics.watch_events_sent.inc();
                                 }
-                                if let Some(tx) = tx.take() {
-                                    if tx.send(Ok(event.clone())).is_ok() {
-                                        self.metrics.watch_events_sent.inc();
-                                    }
-                                    fired.push(reg.id);
-                                }
+                                fired.push(reg.id);
                             }
                         }
                     }
-                };
-                visit(&event.path, Level::Itself);
-                let mut level = Level::Child;
-                let mut at = event.path.as_str();
-                while let Some(parent) = parent_of(at) {
-                    visit(parent, level);
-                    level = Level::Below;
-                    at = parent;
                 }
-                end += 1;
+            };
+            visit(&event.path, Level::Itself);
+            let mut level = Level::Child;
+            let mut at = event.path.as_str();
+            while let Some(parent) = parent_of(at) {
+                visit(parent, level);
+                level = Level::Below;
+                at = parent;
             }
-            for (id, (indices, tx, cut_flag)) in groups.drain() {
-                let group = Group {
-                    changes: run.clone(),
-                    indices,
-                };
-                match tx.try_send(group) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        cut_flag.store(CutReason::SlowConsumer as u64, Ordering::Release);
-                        self.metrics.watch_slow_consumers.inc();
-                        cut.push(id);
-                    }
-                    // The stream is going away; its registration goes with it.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+        }
+        for (id, (indices, entries, sink)) in groups {
+            let queued = sink.queued.load(Ordering::Acquire);
+            if queued + entries as usize > self.buffer {
+                sink.cut
+                    .store(CutReason::SlowConsumer as u64, Ordering::Release);
+                self.metrics.watch_slow_consumers.inc();
+                cut.push(id);
+                continue;
             }
-            i = end;
+            sink.queued.fetch_add(entries as usize, Ordering::AcqRel);
+            let group = Group {
+                changes: run.clone(),
+                indices,
+                entries,
+            };
+            // An error means the stream is going away; its registration goes with it.
+            let _ = sink.tx.send(group);
         }
         for id in fired.into_iter().chain(cut) {
             // Dropping the senders ends the stream once it drained its buffer.
@@ -514,9 +564,13 @@ fn cut_all(registry: &mut Registry, reason: CutReason) {
     for (_, regs) in registry.by_path.drain() {
         for reg in regs {
             match reg.sink {
-                Sink::Stream { cut, .. } => {
-                    let _ =
-                        cut.compare_exchange(0, reason as u64, Ordering::AcqRel, Ordering::Acquire);
+                Sink::Stream(sink) => {
+                    let _ = sink.cut.compare_exchange(
+                        0,
+                        reason as u64,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
                 }
                 Sink::Once { tx, .. } => {
                     if let Some(tx) = tx {
@@ -557,18 +611,14 @@ mod tests {
     }
 
     fn publish(hub: &Hub, upto: u64, events: Vec<ChangeEvent>) {
-        let run = Arc::new(AppliedChanges {
-            upto: Zxid(upto),
-            events,
-            reset: false,
-        });
+        let run = Arc::new(AppliedChanges::new(Zxid(upto), events, false));
         hub.dispatch(&mut hub.lock(), &run);
         hub.through.fetch_max(upto, Ordering::AcqRel);
     }
 
     fn drain(feed: &mut StreamFeed) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        while let Ok(g) = feed.rx.try_recv() {
+        while let Ok(g) = feed.try_recv() {
             for e in g.events() {
                 out.push((e.zxid.0, e.path.clone()));
             }
@@ -616,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_gets_one_group_per_entry_without_duplicates() {
+    fn a_stream_gets_one_group_per_run_without_duplicates() {
         let h = hub(16);
         let mut feed = h.register_stream(&[
             ("/a".to_string(), Scope::Recursive),
@@ -624,18 +674,55 @@ mod tests {
         ]);
         publish(
             &h,
-            3,
+            4,
             vec![
                 ev(2, "/a/b/c", ChangeKind::Created),
                 ev(2, "/a/b", ChangeKind::ChildrenChanged),
                 ev(3, "/x", ChangeKind::Created),
+                ev(4, "/a", ChangeKind::DataChanged),
             ],
         );
-        let g = feed.rx.try_recv().expect("one group");
-        assert_eq!(g.zxid(), Zxid(2));
-        assert_eq!(g.indices, vec![0, 1]);
-        assert!(feed.rx.try_recv().is_err(), "nothing for /x");
-        assert_eq!(h.through(), Zxid(3));
+        let g = feed.try_recv().expect("one group");
+        assert_eq!(g.last_zxid(), Zxid(4));
+        assert_eq!(g.indices, vec![0, 1, 3], "nothing for /x, nothing twice");
+        assert_eq!(g.entries, 2);
+        assert!(feed.try_recv().is_err(), "one group for the run");
+        assert_eq!(h.through(), Zxid(4));
+    }
+
+    #[test]
+    fn the_buffer_bound_counts_entries_not_runs_and_receiving_frees_it() {
+        let h = hub(3);
+        let mut feed = h.register_stream(&[("/".to_string(), Scope::Recursive)]);
+        // Two entries queued, then received: the bound is free again.
+        publish(
+            &h,
+            2,
+            vec![
+                ev(1, "/n", ChangeKind::DataChanged),
+                ev(2, "/n", ChangeKind::DataChanged),
+            ],
+        );
+        assert_eq!(feed.try_recv().expect("a group").entries, 2);
+        publish(
+            &h,
+            5,
+            (3..=5)
+                .map(|z| ev(z, "/n", ChangeKind::DataChanged))
+                .collect(),
+        );
+        assert_eq!(feed.cut_reason(), None, "3 entries fit a buffer of 3");
+        // One more entry while 3 are queued: cut off.
+        publish(&h, 6, vec![ev(6, "/n", ChangeKind::DataChanged)]);
+        assert_eq!(feed.cut_reason(), Some(CutReason::SlowConsumer));
+        assert_eq!(
+            feed.try_recv().expect("what was queued").last_zxid(),
+            Zxid(5)
+        );
+        assert!(matches!(
+            feed.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 
     #[test]
@@ -649,12 +736,12 @@ mod tests {
         }
         assert_eq!(slow.cut_reason(), Some(CutReason::SlowConsumer));
         // What was buffered before the cut is intact, then the channel ends.
-        let got: Vec<u64> = std::iter::from_fn(|| slow.rx.try_recv().ok())
-            .map(|g| g.zxid().0)
+        let got: Vec<u64> = std::iter::from_fn(|| slow.try_recv().ok())
+            .map(|g| g.last_zxid().0)
             .collect();
         assert_eq!(got, vec![1, 2]);
         assert!(matches!(
-            slow.rx.try_recv(),
+            slow.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
         assert_eq!(h.metrics.watch_slow_consumers.get(), 1);
@@ -698,7 +785,7 @@ mod tests {
         h.close();
         assert_eq!(feed.cut_reason(), Some(CutReason::Shutdown));
         assert!(matches!(
-            feed.rx.try_recv(),
+            feed.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
         assert_eq!(once.try_recv().unwrap(), Err(CutReason::Shutdown));

@@ -5,19 +5,24 @@
 //! sent. It registers with the hub *before* reading the history, so a
 //! change is either in what the replay reads or among the groups the hub
 //! sends afterwards (the applier writes the history before it publishes);
-//! groups at or below `position` are the replay's and are skipped. Within
+//! changes at or below `position` are the replay's and are skipped. Within
 //! an entry, every change but the last carries no SSE `id`; the last one's
 //! `id` is the entry's zxid, so a client resuming from its last `id` gets no
 //! gap, and can drop the changes of a half-received entry it gets again.
+//!
+//! The stream writes SSE text itself: each change's JSON is made once per
+//! apply run and shared by every stream that sends it
+//! ([`AppliedChanges::wire`]), and everything ready is handed to the HTTP
+//! body as one chunk, so a busy stream costs one write per wake-up, not one
+//! per event.
 
 use super::hub::{matches, Admission, CutReason, Group, Hub, Scope, StreamFeed};
 use super::WireEvent;
 use crate::applier::AppliedChanges;
 use crate::metrics::Metrics;
-use axum::response::sse::Event;
+use bytes::{BufMut, Bytes, BytesMut};
 use keeper_store::{ChangesRead, Store};
 use keeper_zab::Zxid;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -57,7 +62,10 @@ enum Phase {
     Done,
 }
 
-/// A running stream; [`EventStream::next`] gives its SSE events.
+/// Groups drained into one chunk at most (then the chunk goes out).
+const MAX_GROUPS_PER_CHUNK: usize = 256;
+
+/// A running stream; [`EventStream::next`] gives its SSE text.
 pub struct EventStream {
     store: Arc<Store>,
     hub: Arc<Hub>,
@@ -66,7 +74,8 @@ pub struct EventStream {
     feed: StreamFeed,
     position: Zxid,
     phase: Phase,
-    pending: VecDeque<Event>,
+    /// SSE text ready to go out.
+    pending: BytesMut,
     progress: Interval,
     replay_chunk: usize,
     _admission: Admission,
@@ -105,7 +114,7 @@ impl EventStream {
                 Phase::Live
             },
             spec,
-            pending: VecDeque::new(),
+            pending: BytesMut::new(),
             progress,
             replay_chunk: replay_chunk.max(1),
             _admission: admission,
@@ -122,11 +131,12 @@ impl EventStream {
         Ok(stream)
     }
 
-    /// The next SSE event, or `None` when the stream is over.
-    pub async fn next(&mut self) -> Option<Event> {
+    /// The next chunk of SSE text (one or more whole events), or `None`
+    /// when the stream is over.
+    pub async fn next(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
+            if !self.pending.is_empty() {
+                return Some(self.pending.split().freeze());
             }
             match self.phase {
                 Phase::Done => return None,
@@ -156,42 +166,44 @@ impl EventStream {
             self.phase = Phase::Live;
             return Ok(());
         };
-        let run = Arc::new(AppliedChanges {
-            upto: last,
-            events: changes,
-            reset: false,
-        });
-        let mut i = 0;
-        while i < run.events.len() {
-            let zxid = run.events[i].zxid;
-            let mut indices = Vec::new();
-            while i < run.events.len() && run.events[i].zxid == zxid {
-                let e = &run.events[i];
-                if self
-                    .spec
+        let run = Arc::new(AppliedChanges::new(last, changes, false));
+        let indices = run
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                self.spec
                     .watches
                     .iter()
                     .any(|(path, scope)| matches(*scope, path, &e.path, e.kind))
-                {
-                    indices.push(i as u32);
-                }
-                i += 1;
-            }
-            let group = Group {
-                changes: run.clone(),
-                indices,
-            };
-            self.emit(&group);
-            self.position = self.position.max(zxid);
-        }
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        let group = Group {
+            changes: run,
+            indices,
+            entries: 0,
+        };
+        self.emit(&group);
+        // Every change up to `last` was read: the ones that did not match too.
+        self.position = self.position.max(last);
         Ok(())
     }
 
     async fn live_step(&mut self) {
         tokio::select! {
             biased;
-            group = self.feed.rx.recv() => match group {
-                Some(group) => self.emit(&group),
+            group = self.feed.recv() => match group {
+                Some(group) => {
+                    self.emit(&group);
+                    // Whatever else is ready goes out in the same chunk.
+                    for _ in 1..MAX_GROUPS_PER_CHUNK {
+                        match self.feed.try_recv() {
+                            Ok(group) => self.emit(&group),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => {
                     let reason = self.feed.cut_reason().unwrap_or(CutReason::Shutdown);
                     self.end(reason.as_str());
@@ -202,7 +214,7 @@ impl EventStream {
                 // already in the channel (or the stream was cut).
                 let through = self.hub.through();
                 let cut = self.feed.cut_reason().is_some();
-                while let Ok(group) = self.feed.rx.try_recv() {
+                while let Ok(group) = self.feed.try_recv() {
                     self.emit(&group);
                 }
                 if !cut {
@@ -213,19 +225,28 @@ impl EventStream {
         }
     }
 
-    /// Queues a group's changes (unless the replay already sent them).
+    /// Queues a group's changes, skipping those the replay already sent.
+    /// The last change of each entry carries the entry's zxid as its `id`.
     fn emit(&mut self, group: &Group) {
-        let zxid = group.zxid();
-        if zxid <= self.position {
-            return;
+        let mut changes = group
+            .indexed()
+            .filter(|(_, e)| e.zxid > self.position)
+            .peekable();
+        let mut sent = 0u64;
+        let mut last = self.position;
+        while let Some((index, event)) = changes.next() {
+            let completes = changes
+                .peek()
+                .is_none_or(|(_, next)| next.zxid != event.zxid);
+            if let Some(json) = group.changes.wire(index, self.spec.with_data) {
+                let id = completes.then_some(event.zxid.0);
+                write_event(&mut self.pending, super::kind_name(event.kind), json, id);
+                sent += 1;
+            }
+            last = event.zxid;
         }
-        let count = group.indices.len();
-        for (n, event) in group.events().enumerate() {
-            let wire = WireEvent::change(event, self.spec.with_data, self.spec.with_data);
-            self.push(&wire, n + 1 == count);
-        }
-        self.metrics.watch_events_sent.inc_by(count as u64);
-        self.position = zxid;
+        self.metrics.watch_events_sent.inc_by(sent);
+        self.position = last;
     }
 
     fn end(&mut self, reason: &'static str) {
@@ -234,14 +255,50 @@ impl EventStream {
     }
 
     fn push(&mut self, wire: &WireEvent, with_id: bool) {
-        let json = serde_json::to_string(wire).unwrap_or_else(|e| {
-            // Plain strings and numbers always serialize.
-            unreachable!("serializing an event: {e}")
-        });
-        let mut event = Event::default().event(wire.kind).data(json);
-        if with_id {
-            event = event.id(wire.zxid.to_string());
-        }
-        self.pending.push_back(event);
+        // Plain strings and numbers always serialize.
+        let json = serde_json::to_vec(wire).unwrap_or_default();
+        let id = with_id.then_some(wire.zxid);
+        write_event(&mut self.pending, wire.kind, &json, id);
+    }
+}
+
+/// Appends one SSE message: `event:`, `data:` (one line: JSON has no raw
+/// newline), and `id:` when it completes an entry.
+fn write_event(out: &mut BytesMut, kind: &str, json: &[u8], id: Option<u64>) {
+    out.reserve(kind.len() + json.len() + 40);
+    out.put_slice(b"event: ");
+    out.put_slice(kind.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(json);
+    if let Some(id) = id {
+        out.put_slice(b"\nid: ");
+        out.put_slice(id.to_string().as_bytes());
+    }
+    out.put_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_written_as_one_sse_message() {
+        let mut out = BytesMut::new();
+        write_event(
+            &mut out,
+            "created",
+            br#"{"type":"created","zxid":7}"#,
+            Some(7),
+        );
+        write_event(
+            &mut out,
+            "progress",
+            br#"{"type":"progress","zxid":9}"#,
+            None,
+        );
+        assert_eq!(
+            &out[..],
+            &b"event: created\ndata: {\"type\":\"created\",\"zxid\":7}\nid: 7\n\nevent: progress\ndata: {\"type\":\"progress\",\"zxid\":9}\n\n"[..]
+        );
     }
 }
