@@ -6,6 +6,8 @@ DATA_DIR ?= ./data
 CLIENT_ADDR ?= 127.0.0.1:7181
 SEEDS ?= 10000
 SEED_START ?= 0
+MEMBER_SEEDS ?= 10000
+MEMBER_SEED_START ?= 0
 CHAOS_RUNS ?= 20
 CHAOS_SECS ?= 60
 CHAOS_SCHEDULE ?= all
@@ -39,9 +41,11 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-## sim: run the ZAB simulator over seeds SEED_START..SEED_START+SEEDS (release build).
+## sim: run the ZAB simulator over seeds SEED_START..SEED_START+SEEDS, then the whole-member
+## simulator over MEMBER_SEED_START..MEMBER_SEED_START+MEMBER_SEEDS (release builds).
 sim:
 	$(CARGO) run --release -j$(JOBS) -p keeper-zab --bin zab-sim -- --seeds $(SEEDS) --seed-start $(SEED_START)
+	$(CARGO) run --release -j$(JOBS) -p keeper-server --bin member-sim -- --seeds $(MEMBER_SEEDS) --seed-start $(MEMBER_SEED_START)
 
 ## bench: fresh 3-member cluster (fsync on), set/get/lget at 1/16/64 clients, one table
 ## (falls back to a standalone member, loudly, when no leader is elected). See scripts/bench.sh.

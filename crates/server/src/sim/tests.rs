@@ -134,6 +134,8 @@ fn compacting_the_log_above_the_flushed_store_is_caught() {
             "EqualAppliedEqualDigest",
             "NoConvergence",
             "PrefixConsistency",
+            "PrimaryIntegrity",
+            "QuorumDurability",
         ],
     );
 }

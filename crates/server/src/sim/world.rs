@@ -743,7 +743,6 @@ impl World {
                 m.store.durable_applied() >= z
                     || (z <= m.log_durable
                         && m.log.get(z).map(|e| super::member::payload(&e.data)) == Some(p))
-                    || m.store.last_applied() >= z && m.log.get(z).is_none() && z <= m.log.base()
             })
             .count()
     }
