@@ -14,7 +14,7 @@ CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim bench chaos cluster cluster-stop docker k8s-validate clean
+.PHONY: deps build run test lint fmt sim bench bench-locks chaos cluster cluster-stop docker k8s-validate clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
@@ -47,6 +47,11 @@ sim:
 ## (falls back to a standalone member, loudly, when no leader is elected). See scripts/bench.sh.
 bench: deps
 	./scripts/bench.sh
+
+## bench-locks: the lock recipe on a fresh 3-member cluster: uncontended acquire+release at
+## 64 clients on 64 locks, and the hand-off latency of one lock contended by 64 clients.
+bench-locks: deps
+	BENCH_OPS="lock handoff" BENCH_CLIENTS="64" ./scripts/bench.sh
 
 ## chaos: the chaos campaign: $(CHAOS_RUNS) runs of $(CHAOS_SECS) s on real $(CHAOS_MEMBERS)-member
 ## clusters, cycling through the nemesis schedules $(CHAOS_SCHEDULE); every history checked.
