@@ -6,10 +6,10 @@ DATA_DIR ?= ./data
 CLIENT_ADDR ?= 127.0.0.1:7181
 SEEDS ?= 10000
 SEED_START ?= 0
-CHAOS_RUNS ?= 20
+CHAOS_RUNS ?= 26
 CHAOS_SECS ?= 60
 CHAOS_SCHEDULE ?= all
-CHAOS_MEMBERS ?= 3
+CHAOS_MEMBERS ?= 3,5
 CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -53,8 +53,8 @@ bench: deps
 bench-locks: deps
 	BENCH_OPS="lock handoff" BENCH_CLIENTS="64" ./scripts/bench.sh
 
-## chaos: the chaos campaign: $(CHAOS_RUNS) runs of $(CHAOS_SECS) s on real $(CHAOS_MEMBERS)-member
-## clusters, cycling through the nemesis schedules $(CHAOS_SCHEDULE); every history checked.
+## chaos: the chaos campaign: $(CHAOS_RUNS) runs of $(CHAOS_SECS) s on real clusters of $(CHAOS_MEMBERS)
+## members (one size per pass), cycling through the nemesis schedules $(CHAOS_SCHEDULE); every history checked.
 ## A violation prints its seed and reproduce command and fails the target. See docs/testing.md.
 chaos: deps
 	$(CARGO) build --release -j$(JOBS) -p keeper-server --bin keeper -p keeper-tests --bin keeper-chaos
