@@ -15,7 +15,7 @@
 use crate::check::{self, CheckOptions, Verdict, VerdictKind};
 use crate::history::{Call, History, Outcome, Recorder};
 use crate::nemesis::{Nemesis, Schedule};
-use crate::workload::{self, Client, WorkloadConfig};
+use crate::workload::{self, Client, WatchControl, WorkloadConfig};
 use crate::{converged_digest, Cluster, ClusterOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -56,7 +56,15 @@ pub struct RunConfig {
     pub out_dir: PathBuf,
     pub session_timeout_ms: u64,
     pub register_clients: usize,
+    /// Lock holders (fenced increments of the lock counter).
+    pub lock_clients: usize,
+    /// Watchers holding recursive event streams.
+    pub watchers: usize,
     pub keys: usize,
+    /// `--log-retain-entries` of the members (`None`: their default). Small
+    /// values make compaction (and so `410 Compacted` for watchers resuming
+    /// far behind, and SNAP catch-up) frequent.
+    pub log_retain_entries: Option<u64>,
     pub check: CheckOptions,
     /// Known failures fail the run too.
     pub strict: bool,
@@ -73,7 +81,10 @@ impl RunConfig {
             out_dir,
             session_timeout_ms: 2_000,
             register_clients: 6,
+            lock_clients: 3,
+            watchers: 2,
             keys: 4,
+            log_retain_entries: None,
             check: CheckOptions::default(),
             strict: false,
         }
@@ -83,11 +94,14 @@ impl RunConfig {
     /// known failure fails it too).
     pub fn reproduce(&self) -> String {
         format!(
-            "cargo run -p keeper-tests --bin keeper-chaos -- --seed {} --schedule {} --duration-secs {} --members {} --strict",
+            "cargo run -p keeper-tests --bin keeper-chaos -- --seed {} --schedule {} --duration-secs {} --members {}{} --strict",
             self.seed,
             self.schedule.name(),
             self.duration.as_secs(),
-            self.members
+            self.members,
+            self.log_retain_entries
+                .map(|n| format!(" --log-retain-entries {n}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -117,6 +131,8 @@ pub struct RunReport {
     /// Seconds spent in each phase of the run.
     pub phases: Vec<(String, f64)>,
     pub ops: OpCounts,
+    /// What the watchers did.
+    pub watch: WatchStats,
     pub faults: Vec<FaultReport>,
     /// Share of ops with a definite answer while no fault was in force.
     pub availability_quiet: f64,
@@ -153,6 +169,20 @@ impl RunReport {
             .map(|(k, (o, f, i))| format!("{k} {o}/{f}/{i}"))
             .collect();
         s.push_str(&format!("  ops (ok/fail/unknown): {}\n", ops.join(", ")));
+        let w = &self.watch;
+        s.push_str(&format!(
+            "  watch: {} watchers, {} stream segments ({} resumed with from_zxid, {} refused, {} 410 Compacted restarts), {} changes delivered; reference replay: {}\n",
+            w.watchers,
+            w.segments,
+            w.resumed,
+            w.refused,
+            w.compacted,
+            w.events,
+            match w.reference_events {
+                Some(n) => format!("{n} changes"),
+                None => "none".into(),
+            }
+        ));
         let phases: Vec<String> = self
             .phases
             .iter()
@@ -206,6 +236,7 @@ fn call_kind(call: &Call) -> &'static str {
             linearizable: true, ..
         } => "lget",
         Call::Get { .. } => "get",
+        Call::Set { fence: Some(_), .. } => "fenced_set",
         Call::Set { version: -1, .. } => "set",
         Call::Set { .. } => "cas",
         Call::Create { .. } => "create",
@@ -217,6 +248,51 @@ fn call_kind(call: &Call) -> &'static str {
         Call::Keepalive { .. } => "keepalive",
         Call::CloseSession { .. } => "close_session",
         Call::CreateEphemeral { .. } => "create_ephemeral",
+        Call::LockAcquire { .. } => "lock_acquire",
+        Call::LockRelease { .. } => "lock_release",
+    }
+}
+
+/// Counts of the watchers' stream segments.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WatchStats {
+    pub watchers: usize,
+    pub segments: usize,
+    /// Segments that resumed with `from_zxid`.
+    pub resumed: usize,
+    /// Segments refused or never answered (the watcher moved on).
+    pub refused: usize,
+    /// `410 Compacted` refusals (the watcher restarted fresh: a counted gap).
+    pub compacted: usize,
+    /// Changes delivered to the watchers (complete zxids).
+    pub events: usize,
+    /// Changes of the reference replay, if it ran.
+    pub reference_events: Option<usize>,
+}
+
+fn watch_stats(h: &History) -> WatchStats {
+    let watchers: std::collections::BTreeSet<u64> = h
+        .watches
+        .iter()
+        .filter(|w| !w.reference)
+        .map(|w| w.watcher)
+        .collect();
+    let segs: Vec<_> = h.watches.iter().filter(|w| !w.reference).collect();
+    WatchStats {
+        watchers: watchers.len(),
+        segments: segs.len(),
+        resumed: segs
+            .iter()
+            .filter(|w| w.from_zxid.is_some() && w.start_zxid.is_some())
+            .count(),
+        refused: segs.iter().filter(|w| w.start_zxid.is_none()).count(),
+        compacted: segs.iter().filter(|w| w.compacted).count(),
+        events: segs.iter().map(|w| w.events.len()).sum(),
+        reference_events: h
+            .watches
+            .iter()
+            .find(|w| w.reference && w.start_zxid.is_some())
+            .map(|w| w.events.len()),
     }
 }
 
@@ -304,16 +380,134 @@ async fn final_read(
     false
 }
 
+/// Most time the watchers get to reach the fence after healing, and the
+/// reference replay to reach it.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// After healing: writes the fence (a set of [`workload::WATCHED`] itself),
+/// lets every watcher's stream reach it (or gives up after
+/// [`WATCH_CATCH_UP`]), then records the reference: a replay on member index
+/// `li` from the earliest zxid any watcher covered up to the fence.
+async fn finish_watches(
+    reader: &mut Client,
+    rec: &Recorder,
+    members: &[(u64, String)],
+    li: usize,
+    ctl: &Arc<WatchControl>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let mut fence = None;
+    for _ in 0..10 {
+        let op = reader
+            .exec_with(
+                li,
+                Call::Set {
+                    key: workload::WATCHED.into(),
+                    value: "fence".into(),
+                    version: -1,
+                    fence: None,
+                },
+                Duration::from_secs(5),
+                false,
+            )
+            .await;
+        if let Some(n) = op.node() {
+            fence = Some(n.mzxid);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let Some(fence) = fence else {
+        // No fence: the watchers stop where they are (the checker then has
+        // no reference and no liveness bound to judge).
+        ctl.give_up.store(true, Ordering::Relaxed);
+        return;
+    };
+    ctl.fence.store(fence, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + WATCH_CATCH_UP;
+    for t in tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            ctl.give_up.store(true, Ordering::Relaxed);
+            if tokio::time::timeout(Duration::from_secs(5), abort_wait(&abort))
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+    ctl.give_up.store(true, Ordering::Relaxed);
+    let from = rec
+        .snapshot()
+        .watches
+        .iter()
+        .filter_map(|w| w.start_zxid)
+        .min();
+    let Some(from) = from else { return };
+    let reference_ctl = Arc::new(WatchControl::default());
+    reference_ctl.fence.store(fence, Ordering::Relaxed);
+    let give_up = reference_ctl.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(WATCH_CATCH_UP).await;
+        give_up.give_up.store(true, Ordering::Relaxed);
+    });
+    let http = reqwest::Client::new();
+    let (member, base) = &members[li];
+    let mut from = from;
+    for _ in 0..3 {
+        let mut seg = workload::watch_segment(
+            &http,
+            rec,
+            0,
+            (*member, base),
+            Some(from),
+            fence,
+            None,
+            &reference_ctl,
+        )
+        .await;
+        seg.reference = true;
+        let retry = seg.compacted.then_some(seg.oldest_zxid).flatten();
+        rec.watch(seg);
+        // Compacted: the reference covers what the member still has.
+        match retry {
+            Some(oldest) if oldest > from && oldest < fence => from = oldest,
+            _ => break,
+        }
+    }
+    timer.abort();
+}
+
+/// Waits a little for an aborted-or-finishing task (it saw `give_up`).
+async fn abort_wait(handle: &tokio::task::AbortHandle) {
+    while !handle.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs one chaos run to the end; never panics on what the cluster does.
 pub async fn run(cfg: &RunConfig) -> RunReport {
     let wall = Instant::now();
     std::fs::create_dir_all(&cfg.out_dir).expect("create the run's output directory");
     let mut cluster = Cluster::start_opts(ClusterOptions {
         members: cfg.members,
-        extra_args: ["--min-zxid-wait-ms", "1500", "--session-tick-ms", "100"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        extra_args: [
+            "--min-zxid-wait-ms",
+            "1500",
+            "--session-tick-ms",
+            "100",
+            "--watch-progress-interval-ms",
+            "300",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            cfg.log_retain_entries
+                .into_iter()
+                .flat_map(|n| ["--log-retain-entries".to_string(), n.to_string()]),
+        )
+        .collect(),
         proxied: true,
     });
     let rec = Recorder::new();
@@ -330,12 +524,16 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
         register_clients: cfg.register_clients,
         sequential_clients: 1,
         session_clients: cfg.members,
+        lock_clients: cfg.lock_clients,
+        watchers: cfg.watchers,
         keys: cfg.keys,
         session_timeout_ms: cfg.session_timeout_ms,
         op_timeout: Duration::from_secs(3),
         think: Duration::from_millis(15),
     };
     let op_timeout = wl.op_timeout;
+    let watch_ctl = Arc::new(WatchControl::default());
+    let mut watch_tasks = Vec::new();
 
     let started = cluster
         .wait_for_leader(Duration::from_secs(30))
@@ -387,6 +585,26 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                 stop.clone(),
             )));
         }
+        for _ in 0..wl.lock_clients {
+            let holder = client(&rec);
+            let keepalives = client(&rec);
+            tasks.push(tokio::spawn(workload::lock_client(
+                holder,
+                keepalives,
+                wl.clone(),
+                stop.clone(),
+            )));
+        }
+        for i in 0..wl.watchers {
+            watch_tasks.push(tokio::spawn(workload::watcher(
+                20_000 + i as u64,
+                members.clone(),
+                rec.clone(),
+                i,
+                watch_ctl.clone(),
+                cfg.seed,
+            )));
+        }
         let until = tokio::time::Instant::now() + cfg.duration;
         {
             let mut nemesis = Nemesis::new(
@@ -429,6 +647,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                     Client::new(10_000, members.clone(), rec.clone(), op_timeout, cfg.seed);
                 let mut keys = wl.register_keys();
                 keys.extend(workload::PAIR.iter().map(|s| s.to_string()));
+                keys.push(workload::COUNTER.to_string());
                 let mut unread = Vec::new();
                 for key in keys {
                     let call = Call::Get {
@@ -461,6 +680,18 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
                     "every member's applied zxid and tree digest after healing".into(),
                     digest.err().into_iter().collect(),
                 ));
+                if !watch_tasks.is_empty() {
+                    finish_watches(
+                        &mut reader,
+                        &rec,
+                        &members,
+                        li,
+                        &watch_ctl,
+                        std::mem::take(&mut watch_tasks),
+                    )
+                    .await;
+                    phase("watchers reach the fence");
+                }
                 // Every session was abandoned or closed: their ephemerals must go.
                 let deadline = Instant::now()
                     + Duration::from_millis(cfg.session_timeout_ms)
@@ -504,6 +735,16 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
         }
     }
     phase("sessions expire");
+    watch_ctl.give_up.store(true, Ordering::Relaxed);
+    for t in watch_tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
     rec.end_all_faults();
     let history = rec.snapshot();
     let _ = history.write_jsonl(&cfg.out_dir.join("history.jsonl"));
@@ -521,6 +762,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
     phase("check");
     verdicts.extend(extra_verdicts);
     let (ops, faults, availability_quiet) = summarize(&history);
+    let watch = watch_stats(&history);
     let mut known_failures = Vec::new();
     let mut valid = true;
     for v in verdicts.iter().filter(|v| v.result == VerdictKind::Invalid) {
@@ -548,6 +790,7 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
         wall_s: wall.elapsed().as_secs_f64(),
         phases,
         ops,
+        watch,
         faults,
         availability_quiet,
         verdicts,
@@ -563,12 +806,15 @@ pub async fn run(cfg: &RunConfig) -> RunReport {
     report
 }
 
-/// A campaign: `runs` runs with seeds `seed..`, cycling through `schedules`.
+/// A campaign: `runs` runs with seeds `seed..`, cycling through `schedules`,
+/// and through the cluster sizes `members` once per pass over the schedules.
 #[derive(Debug, Clone)]
 pub struct CampaignConfig {
     pub seed: u64,
     pub runs: usize,
     pub schedules: Vec<Schedule>,
+    /// Cluster sizes (empty: the template's).
+    pub members: Vec<usize>,
     /// Template for every run (seed, schedule and out_dir are set per run).
     pub run: RunConfig,
     pub out_dir: PathBuf,
@@ -583,13 +829,20 @@ pub async fn campaign(cfg: &CampaignConfig) -> Vec<RunReport> {
         let mut run_cfg = cfg.run.clone();
         run_cfg.seed = seed;
         run_cfg.schedule = schedule;
-        run_cfg.out_dir = cfg.out_dir.join(format!("run-{seed}-{}", schedule.name()));
+        if !cfg.members.is_empty() {
+            run_cfg.members = cfg.members[(i / cfg.schedules.len()) % cfg.members.len()];
+        }
+        run_cfg.out_dir = cfg.out_dir.join(format!(
+            "run-{seed}-{}-{}m",
+            schedule.name(),
+            run_cfg.members
+        ));
         let report = run(&run_cfg).await;
         println!("{}", report.render());
         reports.push(report);
     }
     let mut table = String::from(
-        "campaign summary:\n  seed        schedule                     wall   ops    verdict\n",
+        "campaign summary:\n  seed        schedule                     members  wall   ops    verdict\n",
     );
     for r in &reports {
         let ops: usize = r.ops.values().map(|(o, f, i)| o + f + i).sum();
@@ -613,8 +866,8 @@ pub async fn campaign(cfg: &CampaignConfig) -> Vec<RunReport> {
             format!("VIOLATION ({})", checkers.join(", "))
         };
         table.push_str(&format!(
-            "  {:<11} {:<28} {:>4.0}s {:>6} {verdict}\n",
-            r.seed, r.schedule, r.wall_s, ops,
+            "  {:<11} {:<28} {:>7} {:>4.0}s {:>6} {verdict}\n",
+            r.seed, r.schedule, r.members, r.wall_s, ops,
         ));
     }
     println!("{table}");

@@ -19,11 +19,14 @@ use std::time::Instant;
 pub enum Call {
     /// `GET /v1/nodes{key}`; `linearizable` adds `?consistency=linearizable`.
     Get { key: String, linearizable: bool },
-    /// `PUT /v1/nodes{key}` with `version` (-1: any).
+    /// `PUT /v1/nodes{key}` with `version` (-1: any); with `fence`, it
+    /// applies only while the fence's token holds its lock (else `Fenced`).
     Set {
         key: String,
         value: String,
         version: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<Fence>,
     },
     /// `POST /v1/nodes{key}` (persistent): create-if-absent.
     Create { key: String, value: String },
@@ -44,6 +47,29 @@ pub enum Call {
     CloseSession { session: u64 },
     /// `POST /v1/nodes{path}` with mode ephemeral, owned by `session`.
     CreateEphemeral { path: String, session: u64 },
+    /// `POST /v1/locks/{name}/acquire` for `session`, waiting at most
+    /// `wait_ms`; a grant is the outcome's `grant`.
+    LockAcquire {
+        name: String,
+        session: u64,
+        wait_ms: u64,
+    },
+    /// `DELETE /v1/locks/{name}/{key}`: releases a grant (deletes the contender).
+    LockRelease { name: String, key: String },
+}
+
+/// The `fence` of a write: lock name and fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub lock: String,
+    pub token: u64,
+}
+
+/// A granted lock: the contender's key and its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub key: String,
+    pub token: u64,
 }
 
 /// One operation of a multi.
@@ -86,6 +112,9 @@ pub enum Outcome {
         created: Option<String>,
         /// A session opened or kept alive: its id and granted timeout.
         session: Option<(u64, u64)>,
+        /// A lock acquire's grant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<Grant>,
     },
     /// A definite failure: the request was refused or ran and failed
     /// deterministically (404, 409, 410, 400...). It did not change the state.
@@ -164,12 +193,67 @@ pub struct Fault {
     pub end_us: Option<u64>,
 }
 
+/// One change event as a watch stream delivered it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub zxid: u64,
+    /// `created`, `deleted`, `data_changed` or `children_changed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
+
+/// One connection of a watcher's `GET /v1/events{prefix}?recursive=true`
+/// stream. A watcher whose stream drops (or that moves on) resumes on another
+/// member with `from_zxid` = the `covered_zxid` of its last segment: a new
+/// segment. Only changes of complete zxids are kept (the last change of a
+/// zxid carries the SSE `id:`; a progress event completes every zxid up to
+/// its own): a half-delivered zxid is sent again after a resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSegment {
+    /// The watcher (one logical client holding one stream at a time).
+    pub watcher: u64,
+    /// The member the stream went to.
+    pub member: u64,
+    /// The watched prefix (recursive).
+    pub prefix: String,
+    /// `from_zxid` asked; `None`: a fresh stream, which starts at the
+    /// member's applied zxid (its first progress event).
+    pub from_zxid: Option<u64>,
+    pub start_us: u64,
+    pub end_us: u64,
+    /// The stream covers the changes after this zxid (`from_zxid`, or the
+    /// first progress event of a fresh stream); `None`: it never opened.
+    pub start_zxid: Option<u64>,
+    /// Every change up to this zxid was delivered (the last complete zxid,
+    /// progress or cut-off zxid); the segment's window is
+    /// `(start_zxid, covered_zxid]`.
+    pub covered_zxid: Option<u64>,
+    /// The changes of complete zxids, in the order delivered.
+    pub events: Vec<WatchEvent>,
+    /// How it ended (`eof`, `error: ...`, `idle`, `cut_off <reason>`,
+    /// `rotated`, `fence reached`, `refused <status> <code>`...).
+    pub end: String,
+    /// Refused `410 Compacted`: the watcher restarts with a fresh stream
+    /// (a legitimate gap, counted in the report).
+    #[serde(default)]
+    pub compacted: bool,
+    /// With `compacted`: the oldest zxid the member could resume from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_zxid: Option<u64>,
+    /// The reference: a replay from a healthy member after healing, from the
+    /// earliest zxid any watcher covered up to the fence write.
+    #[serde(default)]
+    pub reference: bool,
+}
+
 /// One line of the JSON-lines history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Line {
     Op(Op),
     Fault(Fault),
+    Watch(WatchSegment),
 }
 
 /// A finished history.
@@ -177,10 +261,13 @@ pub enum Line {
 pub struct History {
     pub ops: Vec<Op>,
     pub faults: Vec<Fault>,
+    #[serde(default)]
+    pub watches: Vec<WatchSegment>,
 }
 
 impl History {
-    /// Writes the history as JSON lines (ops by invocation time, then faults).
+    /// Writes the history as JSON lines (ops by invocation time, then faults,
+    /// then watch segments).
     pub fn write_jsonl(&self, path: &std::path::Path) -> std::io::Result<()> {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -190,6 +277,10 @@ impl History {
         }
         for f in &self.faults {
             serde_json::to_writer(&mut out, f)?;
+            out.write_all(b"\n")?;
+        }
+        for w in &self.watches {
+            serde_json::to_writer(&mut out, w)?;
             out.write_all(b"\n")?;
         }
         out.flush()
@@ -206,6 +297,7 @@ impl History {
             match serde_json::from_str::<Line>(line) {
                 Ok(Line::Op(op)) => h.ops.push(op),
                 Ok(Line::Fault(f)) => h.faults.push(f),
+                Ok(Line::Watch(w)) => h.watches.push(w),
                 Err(e) => return Err(format!("line {}: {e}", i + 1)),
             }
         }
@@ -249,6 +341,11 @@ impl Recorder {
     /// Appends a finished operation.
     pub fn op(&self, op: Op) {
         self.lock().ops.push(op);
+    }
+
+    /// Appends a finished watch stream segment.
+    pub fn watch(&self, segment: WatchSegment) {
+        self.lock().watches.push(segment);
     }
 
     /// Marks op `id` as part of the final read-back after healing.
@@ -295,6 +392,7 @@ impl Recorder {
     pub fn snapshot(&self) -> History {
         let mut h = self.lock().clone();
         h.ops.sort_by_key(|o| (o.invoke_us, o.id));
+        h.watches.sort_by_key(|w| (w.watcher, w.start_us));
         h
     }
 }

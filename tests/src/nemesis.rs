@@ -7,12 +7,13 @@
 //! `mixed`, which draws a kind per round and sometimes overlays a network fault
 //! and a process fault (combinations).
 //!
-//! A slow *disk* is left out: it needs a loop device under `dm-delay` (or a FUSE
-//! file system) per member, which is root-only machine state shared with every
-//! other test on the machine, and no such device is set up in CI. The
-//! `slow-member` fault (a member stopped and resumed every few hundred ms) stands
-//! in for it: the member's fsyncs, acks and heartbeats all stall the way a slow
-//! disk stalls them.
+//! A slow *disk* is left out: `dm-delay` needs the kernel's device-mapper
+//! driver, which this machine's kernel does not have (no `device-mapper` in
+//! `/proc/devices`, no `/dev/mapper/control`, no modules to load), although loop
+//! devices work; a delaying FUSE file system would be a FUSE server of our own.
+//! The `slow-member` fault (a member stopped and resumed every few hundred ms)
+//! stands in for it: the member's fsyncs, acks and heartbeats all stall the way a
+//! slow disk stalls them.
 //!
 //! The same seed gives the same choices (kinds, members, durations); which member
 //! is leader at that moment comes from the real cluster, so a rerun injects the

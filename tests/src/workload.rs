@@ -14,10 +14,21 @@
 //! Every client carries the highest `X-Keeper-Zxid` it has seen and sends it as
 //! `X-Keeper-Min-Zxid`. An answer of 503/504/500 or a transport failure after the
 //! request was sent is indeterminate ([`Outcome::Info`]); a refused connection
-//! is a definite failure (nothing was sent). Watches and locks will be further
-//! client kinds here once they exist.
+//! is a definite failure (nothing was sent).
+//! - **Lock clients** open a session (kept alive by a second client that fails
+//!   over between members), acquire [`LOCK`], increment [`COUNTER`] a few
+//!   times with fenced writes (a linearizable read, then a fenced set of the
+//!   value read plus one), and release. After a write whose outcome is unknown
+//!   or refused they write no more under that grant: a late write can then only
+//!   apply while the grant still holds (or be fenced).
+//! - **Watchers** hold a recursive event stream on [`WATCHED`]; when it drops,
+//!   goes quiet, or every few seconds anyway, they resume on the next member
+//!   with `from_zxid`; a `410 Compacted` restarts them fresh. Each connection
+//!   is a [`WatchSegment`] of the history.
 
-use crate::history::{Call, Op, Outcome, Recorder, Seen, TxnOp};
+use crate::history::{
+    Call, Fence, Grant, Op, Outcome, Recorder, Seen, TxnOp, WatchEvent, WatchSegment,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -35,6 +46,12 @@ pub const PAIR: [&str; 2] = ["/chaos/p/a", "/chaos/p/b"];
 pub const SEQ_PARENT: &str = "/chaos/s";
 /// Parent of the ephemerals.
 pub const EPHEMERALS: &str = "/chaos/e";
+/// The lock the lock clients take.
+pub const LOCK: &str = "chaos";
+/// The counter lock holders increment with fenced writes.
+pub const COUNTER: &str = "/chaos/l/counter";
+/// What the watchers watch (recursively): everything the workload writes.
+pub const WATCHED: &str = ROOT;
 
 /// Shape of the workload.
 #[derive(Debug, Clone)]
@@ -44,6 +61,10 @@ pub struct WorkloadConfig {
     pub register_clients: usize,
     pub sequential_clients: usize,
     pub session_clients: usize,
+    /// Lock holders (each with its own session and keepalive client).
+    pub lock_clients: usize,
+    /// Watchers holding a recursive event stream on [`WATCHED`].
+    pub watchers: usize,
     /// Registers `/chaos/r/k0..`.
     pub keys: usize,
     /// Timeout asked for sessions (also the keepalive rhythm: a fifth of it).
@@ -188,11 +209,14 @@ impl Client {
                 key,
                 value,
                 version,
-            } => (
-                Method::PUT,
-                format!("{base}/v1/nodes{key}"),
-                Some(json!({"data": value, "version": version})),
-            ),
+                fence,
+            } => {
+                let mut body = json!({"data": value, "version": version});
+                if let Some(f) = fence {
+                    body["fence"] = json!({"lock": f.lock, "token": f.token});
+                }
+                (Method::PUT, format!("{base}/v1/nodes{key}"), Some(body))
+            }
             Call::Create { key, value } => (
                 Method::POST,
                 format!("{base}/v1/nodes{key}"),
@@ -250,6 +274,20 @@ impl Client {
                 Method::POST,
                 format!("{base}/v1/nodes{path}"),
                 Some(json!({"data": "", "mode": "ephemeral", "session": session})),
+            ),
+            Call::LockAcquire {
+                name,
+                session,
+                wait_ms,
+            } => (
+                Method::POST,
+                format!("{base}/v1/locks/{name}/acquire"),
+                Some(json!({"session": session, "wait_ms": wait_ms})),
+            ),
+            Call::LockRelease { name, key } => (
+                Method::DELETE,
+                format!("{base}/v1/locks/{name}/{key}"),
+                None,
             ),
         };
         let mut req = self.http.request(method, &url);
@@ -333,6 +371,7 @@ impl Client {
                 results: vec![],
                 created: Some(names.join("\n")),
                 session: None,
+                grant: None,
             },
             zxid,
         )
@@ -362,6 +401,7 @@ fn classify(call: &Call, status: u16, body: &Value) -> Outcome {
             results,
             created,
             session,
+            grant: None,
         };
         return match call {
             Call::Get { .. } => {
@@ -398,9 +438,28 @@ fn classify(call: &Call, status: u16, body: &Value) -> Outcome {
                 None,
                 body["id"].as_u64().zip(body["timeout_ms"].as_u64()),
             ),
-            Call::Delete { .. } | Call::CloseSession { .. } | Call::List { .. } => {
-                ok(None, vec![], None, None)
+            Call::LockAcquire { .. } => {
+                match (body["key"].as_str(), body["fencing_token"].as_u64()) {
+                    (Some(key), Some(token)) => Outcome::Ok {
+                        node: None,
+                        results: vec![],
+                        created: None,
+                        session: None,
+                        grant: Some(Grant {
+                            key: key.to_string(),
+                            token,
+                        }),
+                    },
+                    // A grant the client cannot read is no grant it can use.
+                    _ => Outcome::Info {
+                        reason: format!("{status} without key and fencing_token: {body}"),
+                    },
+                }
             }
+            Call::Delete { .. }
+            | Call::CloseSession { .. }
+            | Call::List { .. }
+            | Call::LockRelease { .. } => ok(None, vec![], None, None),
         };
     }
     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
@@ -420,13 +479,16 @@ fn classify(call: &Call, status: u16, body: &Value) -> Outcome {
 /// them, at most `limit`). Recorded like any other op.
 pub async fn setup(client: &mut Client, limit: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + limit;
-    let parents = [ROOT, REGISTERS, "/chaos/p", SEQ_PARENT, EPHEMERALS];
+    let parents = [
+        ROOT, REGISTERS, "/chaos/p", SEQ_PARENT, EPHEMERALS, "/chaos/l",
+    ];
     let mut todo: Vec<(String, String)> = parents
         .iter()
         .map(|p| (p.to_string(), String::new()))
         .collect();
     todo.push((PAIR[0].to_string(), "init-a".into()));
     todo.push((PAIR[1].to_string(), "init-b".into()));
+    todo.push((COUNTER.to_string(), "0".into()));
     for (path, value) in todo {
         loop {
             if tokio::time::Instant::now() > deadline {
@@ -480,11 +542,13 @@ pub async fn register_client(mut c: Client, cfg: WorkloadConfig, stop: Arc<Atomi
                 key,
                 value,
                 version: -1,
+                fence: None,
             },
             55..72 => Call::Set {
                 version: known.get(&key).copied().unwrap_or(0),
                 key,
                 value,
+                fence: None,
             },
             72..82 => Call::Create { key, value },
             82..88 => Call::Delete { key, version: -1 },
@@ -653,5 +717,459 @@ pub async fn session_client(
             c.exec(home, Call::CloseSession { session: sid }).await;
         }
         // Otherwise abandoned: it must expire by itself (checked after healing).
+    }
+}
+
+/// The client-side view of a lock client's session: lost once no
+/// acknowledged keepalive covers the present (last acknowledged send +
+/// timeout), and lost for good then, as the client library reports it.
+struct SessionLife {
+    /// Microseconds (recorder clock) until which the session is surely alive.
+    alive_until: std::sync::atomic::AtomicU64,
+    lost: AtomicBool,
+    /// The holder is done with the session: its keepalives stop.
+    done: AtomicBool,
+}
+
+impl SessionLife {
+    fn alive(&self, now_us: u64) -> bool {
+        !self.lost.load(Ordering::Relaxed) && now_us < self.alive_until.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps session `sid` alive until the holder is done or it is lost, failing
+/// over to the next member on an unknown answer; returns the client.
+async fn lock_keepalives(
+    mut ka: Client,
+    sid: u64,
+    timeout_ms: u64,
+    life: Arc<SessionLife>,
+) -> Client {
+    let beat = Duration::from_millis(timeout_ms / 5);
+    let mut m = ka.any_member();
+    while !life.done.load(Ordering::Relaxed) && !life.lost.load(Ordering::Relaxed) {
+        tokio::time::sleep(beat).await;
+        let op = ka
+            .exec_with(
+                m,
+                Call::Keepalive { session: sid },
+                Duration::from_millis(timeout_ms / 2),
+                false,
+            )
+            .await;
+        let until = life.alive_until.load(Ordering::Relaxed);
+        if op.is_ok() && op.complete_us < until {
+            life.alive_until
+                .fetch_max(op.invoke_us + timeout_ms * 1000, Ordering::Relaxed);
+        } else if op.complete_us >= until || op.fail_code() == Some("SessionExpired") {
+            life.lost.store(true, Ordering::Relaxed);
+        }
+        if !op.is_ok() {
+            m = (m + 1) % ka.members.len();
+        }
+    }
+    ka
+}
+
+/// A lock client: sessions, grants, fenced increments of [`COUNTER`],
+/// releases, until `stop`. `c` does the lock work, `ka` the keepalives.
+pub async fn lock_client(
+    mut c: Client,
+    mut ka: Client,
+    cfg: WorkloadConfig,
+    stop: Arc<AtomicBool>,
+) {
+    let op_timeout = cfg.op_timeout;
+    while !stop.load(Ordering::Relaxed) {
+        let m = c.any_member();
+        let open = c
+            .exec(
+                m,
+                Call::OpenSession {
+                    timeout_ms: cfg.session_timeout_ms,
+                },
+            )
+            .await;
+        let Outcome::Ok {
+            session: Some((sid, timeout_ms)),
+            ..
+        } = open.outcome
+        else {
+            tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+            continue;
+        };
+        let life = Arc::new(SessionLife {
+            alive_until: (open.invoke_us + timeout_ms * 1000).into(),
+            lost: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        });
+        let keepalives = tokio::spawn(lock_keepalives(ka, sid, timeout_ms, life.clone()));
+        let mut abandon = false;
+        while !stop.load(Ordering::Relaxed) && life.alive(c.rec.now_us()) && !abandon {
+            let m = c.any_member();
+            let acquire = c
+                .exec(
+                    m,
+                    Call::LockAcquire {
+                        name: LOCK.into(),
+                        session: sid,
+                        wait_ms: (op_timeout.as_millis() as u64) / 2,
+                    },
+                )
+                .await;
+            let grant = match &acquire.outcome {
+                Outcome::Ok { grant: Some(g), .. } => g.clone(),
+                Outcome::Fail { code, .. } if code == "SessionExpired" => break,
+                _ => {
+                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                    continue;
+                }
+            };
+            let increments = c.rng.gen_range(1..=4);
+            for _ in 0..increments {
+                if !life.alive(c.rec.now_us()) {
+                    break;
+                }
+                let m = c.any_member();
+                let read = c
+                    .exec(
+                        m,
+                        Call::Get {
+                            key: COUNTER.into(),
+                            linearizable: true,
+                        },
+                    )
+                    .await;
+                let Some(n) = read.node().and_then(|n| n.value.parse::<u64>().ok()) else {
+                    break;
+                };
+                if !life.alive(c.rec.now_us()) {
+                    break;
+                }
+                let write = c
+                    .exec(
+                        m,
+                        Call::Set {
+                            key: COUNTER.into(),
+                            value: (n + 1).to_string(),
+                            version: -1,
+                            fence: Some(Fence {
+                                lock: LOCK.into(),
+                                token: grant.token,
+                            }),
+                        },
+                    )
+                    .await;
+                if !write.is_ok() {
+                    // Unknown or fenced: no more writes under this grant.
+                    break;
+                }
+                tokio::time::sleep(cfg.think).await;
+            }
+            let mut released = false;
+            for _ in 0..3 {
+                let m = c.any_member();
+                let release = c
+                    .exec(
+                        m,
+                        Call::LockRelease {
+                            name: LOCK.into(),
+                            key: grant.key.clone(),
+                        },
+                    )
+                    .await;
+                if !release.is_info() {
+                    released = true;
+                    break;
+                }
+                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+            }
+            // A grant whose release stayed unknown ends with its session.
+            abandon = !released;
+            tokio::time::sleep(cfg.think * 4).await;
+        }
+        life.done.store(true, Ordering::Relaxed);
+        ka = match keepalives.await {
+            Ok(ka) => ka,
+            Err(_) => return,
+        };
+        if !abandon && life.alive(c.rec.now_us()) && c.rng.gen_bool(0.5) {
+            let m = c.any_member();
+            c.exec(m, Call::CloseSession { session: sid }).await;
+        }
+        // Otherwise abandoned: the session expires by itself.
+    }
+}
+
+/// What a watcher shares with the run: the fence zxid to reach (0: not yet)
+/// and the order to give up.
+#[derive(Default)]
+pub struct WatchControl {
+    pub fence: std::sync::atomic::AtomicU64,
+    pub give_up: AtomicBool,
+}
+
+/// No SSE message for this long: the stream is dead (progress events come
+/// every few hundred ms); the watcher resumes elsewhere.
+const WATCH_IDLE: Duration = Duration::from_secs(2);
+
+/// One SSE message: event name, data, id.
+#[derive(Default, Debug)]
+struct SseMessage {
+    data: String,
+    id: Option<String>,
+}
+
+/// Splits bytes into SSE messages (comments skipped, CRLF accepted).
+#[derive(Default)]
+struct Sse {
+    buf: Vec<u8>,
+    current: SseMessage,
+}
+
+impl Sse {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseMessage>) {
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(nl) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            let mut line = &self.buf[start..start + nl];
+            start += nl + 1;
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            if line.is_empty() {
+                let m = std::mem::take(&mut self.current);
+                if !m.data.is_empty() {
+                    out.push(m);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "data" => {
+                    if !self.current.data.is_empty() {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                }
+                "id" => self.current.id = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        self.buf.drain(..start);
+    }
+}
+
+/// Opens one stream on member `(member, base)` and reads it until it ends,
+/// the fence is reached, the run gives up, or `rotate_after` passes.
+#[allow(clippy::too_many_arguments)]
+pub async fn watch_segment(
+    http: &reqwest::Client,
+    rec: &Recorder,
+    watcher: u64,
+    (member, base): (u64, &str),
+    from_zxid: Option<u64>,
+    floor: u64,
+    rotate_after: Option<Duration>,
+    ctl: &WatchControl,
+) -> WatchSegment {
+    let mut seg = WatchSegment {
+        watcher,
+        member,
+        prefix: WATCHED.into(),
+        from_zxid,
+        start_us: rec.now_us(),
+        end_us: 0,
+        start_zxid: None,
+        covered_zxid: None,
+        events: Vec::new(),
+        end: String::new(),
+        compacted: false,
+        oldest_zxid: None,
+        reference: false,
+    };
+    let mut url = format!("{base}/v1/events{WATCHED}?recursive=true");
+    if let Some(f) = from_zxid {
+        url.push_str(&format!("&from_zxid={f}"));
+    }
+    let mut req = http.get(&url);
+    if floor > 0 {
+        req = req.header("X-Keeper-Min-Zxid", floor.to_string());
+    }
+    let resp = match tokio::time::timeout(Duration::from_secs(3), req.send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            seg.end = format!("connect: {e}");
+            seg.end_us = rec.now_us();
+            return seg;
+        }
+        Err(_) => {
+            seg.end = "no answer within 3 s".into();
+            seg.end_us = rec.now_us();
+            return seg;
+        }
+    };
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let body: Value = tokio::time::timeout(Duration::from_secs(2), resp.json())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+        seg.compacted = status == 410 && code == "Compacted";
+        seg.oldest_zxid = body["error"]["oldest_zxid"].as_u64();
+        seg.end = format!("refused {status} {code}");
+        seg.end_us = rec.now_us();
+        return seg;
+    }
+    seg.start_zxid = from_zxid;
+    seg.covered_zxid = from_zxid;
+    let mut resp = resp;
+    let mut sse = Sse::default();
+    let mut pending: Vec<WatchEvent> = Vec::new();
+    let opened = tokio::time::Instant::now();
+    let fence_reached = |seg: &WatchSegment| {
+        let f = ctl.fence.load(Ordering::Relaxed);
+        f > 0 && seg.covered_zxid.is_some_and(|c| c >= f)
+    };
+    loop {
+        if fence_reached(&seg) {
+            seg.end = "fence reached".into();
+            break;
+        }
+        if ctl.give_up.load(Ordering::Relaxed) {
+            seg.end = "gave up".into();
+            break;
+        }
+        if rotate_after.is_some_and(|r| opened.elapsed() >= r)
+            && ctl.fence.load(Ordering::Relaxed) == 0
+        {
+            seg.end = "rotated".into();
+            break;
+        }
+        let chunk = match tokio::time::timeout(WATCH_IDLE, resp.chunk()).await {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => {
+                seg.end = "eof".into();
+                break;
+            }
+            Ok(Err(e)) => {
+                seg.end = format!("error: {e}");
+                break;
+            }
+            Err(_) => {
+                seg.end = "idle".into();
+                break;
+            }
+        };
+        let mut messages = Vec::new();
+        sse.feed(&chunk, &mut messages);
+        let mut cut = None;
+        for m in messages {
+            let Ok(v) = serde_json::from_str::<Value>(&m.data) else {
+                cut = Some(format!("undecodable message {:?}", m.data));
+                break;
+            };
+            let kind = v["type"].as_str().unwrap_or("").to_string();
+            let Some(zxid) = v["zxid"].as_u64() else {
+                cut = Some(format!("message without zxid {:?}", m.data));
+                break;
+            };
+            match kind.as_str() {
+                "progress" | "cut_off" => {
+                    if seg.start_zxid.is_none() {
+                        seg.start_zxid = Some(zxid);
+                    }
+                    // Every change up to `zxid` has been sent.
+                    let (done, rest): (Vec<_>, Vec<_>) =
+                        pending.drain(..).partition(|e| e.zxid <= zxid);
+                    seg.events.extend(done);
+                    pending = rest;
+                    seg.covered_zxid = Some(seg.covered_zxid.map_or(zxid, |c| c.max(zxid)));
+                    if kind == "cut_off" {
+                        cut = Some(format!("cut_off {}", v["reason"].as_str().unwrap_or("")));
+                        break;
+                    }
+                }
+                _ => {
+                    pending.push(WatchEvent {
+                        zxid,
+                        kind,
+                        path: v["path"].as_str().unwrap_or("").to_string(),
+                    });
+                    if m.id.is_some() {
+                        seg.events.append(&mut pending);
+                        seg.covered_zxid = Some(seg.covered_zxid.map_or(zxid, |c| c.max(zxid)));
+                    }
+                }
+            }
+        }
+        if let Some(why) = cut {
+            seg.end = why;
+            break;
+        }
+    }
+    seg.end_us = rec.now_us();
+    seg
+}
+
+/// A watcher: one recursive stream on [`WATCHED`] at a time, starting on
+/// member index `first`, resuming on the next member with `from_zxid` when
+/// it ends (and every 3-8 s while no fence is set), restarting fresh after
+/// `410 Compacted`; until its stream covers the fence or the run gives up.
+pub async fn watcher(
+    id: u64,
+    members: Vec<(u64, String)>,
+    rec: Recorder,
+    first: usize,
+    ctl: Arc<WatchControl>,
+    seed: u64,
+) {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .expect("reqwest client");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ id.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut resume: Option<u64> = None;
+    let mut floor = 0u64;
+    let mut m = first % members.len();
+    while !ctl.give_up.load(Ordering::Relaxed) {
+        let rotate = Duration::from_millis(rng.gen_range(3_000..8_000));
+        let (member, base) = &members[m];
+        let seg = watch_segment(
+            &http,
+            &rec,
+            id,
+            (*member, base),
+            resume,
+            floor,
+            Some(rotate),
+            &ctl,
+        )
+        .await;
+        let opened = seg.start_zxid.is_some();
+        if seg.compacted {
+            resume = None;
+        } else if let Some(c) = seg.covered_zxid {
+            resume = Some(c);
+            floor = floor.max(c);
+        }
+        let done = seg.end == "fence reached";
+        rec.watch(seg);
+        if done {
+            return;
+        }
+        m = (m + 1) % members.len();
+        if !opened {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

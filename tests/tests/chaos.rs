@@ -21,6 +21,7 @@ async fn short_chaos_campaign_finds_no_violation() {
         seed: SEED,
         runs: 2,
         schedules: vec![Schedule::Mixed],
+        members: vec![3],
         run,
         out_dir: out.clone(),
     };
@@ -46,6 +47,20 @@ async fn short_chaos_campaign_finds_no_violation() {
             r.render()
         );
         assert!(!r.faults.is_empty(), "run {} injected no fault", r.seed);
+        // The watch and lock checkers had something to judge.
+        assert!(
+            r.watch.segments > 1 && r.watch.events > 100 && r.watch.reference_events.is_some(),
+            "run {}: the watchers did almost nothing: {}",
+            r.seed,
+            r.render()
+        );
+        let acked = |kind: &str| r.ops.get(kind).map_or(0, |(ok, _, _)| *ok);
+        assert!(
+            acked("lock_acquire") > 5 && acked("fenced_set") > 5,
+            "run {}: the lock holders did almost nothing: {}",
+            r.seed,
+            r.render()
+        );
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use keeper_client::{CreateMode, CreateOptions, DEFAULT_ENDPOINT};
+use keeper_client::{CreateMode, CreateOptions, Fence, DEFAULT_ENDPOINT};
 
 /// keeperctl: command-line client for Keeper.
 ///
@@ -65,6 +65,39 @@ impl DataSource {
             }
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// `--fence-lock NAME | --fence-election NAME` with `--fence-token T`: the
+/// write applies only while T holds the lock (leads the election); else it
+/// fails with `Fenced` (exit 1). Under `keeperctl lock`, the token defaults
+/// to `$KEEPER_FENCING_TOKEN`.
+#[derive(Debug, Args)]
+pub struct FenceArgs {
+    /// Fence the write by this lock's fencing token.
+    #[arg(long, conflicts_with = "fence_election")]
+    pub fence_lock: Option<String>,
+    /// Fence the write by this election's term.
+    #[arg(long)]
+    pub fence_election: Option<String>,
+    /// The token (or term); only used with --fence-lock or --fence-election.
+    #[arg(long, env = "KEEPER_FENCING_TOKEN")]
+    pub fence_token: Option<u64>,
+}
+
+impl FenceArgs {
+    /// The fence these flags name, if any, or why they name none.
+    pub fn fence(&self) -> Result<Option<Fence>, String> {
+        let token = || {
+            self.fence_token.ok_or(
+                "--fence-lock and --fence-election need --fence-token (or $KEEPER_FENCING_TOKEN)",
+            )
+        };
+        Ok(match (&self.fence_lock, &self.fence_election) {
+            (Some(lock), _) => Some(Fence::lock(lock.clone(), token()?)),
+            (None, Some(election)) => Some(Fence::election(election.clone(), token()?)),
+            (None, None) => None,
+        })
     }
 }
 
@@ -140,6 +173,8 @@ pub enum Command {
         data: DataSource,
         #[command(flatten)]
         mode: ModeArgs,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// Print a node's data (raw bytes; with --json the node as JSON).
     Get {
@@ -158,6 +193,8 @@ pub enum Command {
         /// Expected version (-1: any).
         #[arg(long, short = 'v', default_value_t = -1, allow_negative_numbers = true)]
         version: i32,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// Delete a node.
     #[command(alias = "delete")]
@@ -167,6 +204,8 @@ pub enum Command {
         /// Expected version (-1: any).
         #[arg(long, short = 'v', default_value_t = -1, allow_negative_numbers = true)]
         version: i32,
+        #[command(flatten)]
+        fence: FenceArgs,
     },
     /// List a node's children, one per line (all pages unless --limit).
     Ls {
@@ -205,6 +244,45 @@ pub enum Command {
     Snapshot {
         #[command(subcommand)]
         action: SnapshotAction,
+    },
+    /// Run CMD while holding lock NAME. CMD gets the fencing token in
+    /// $KEEPER_FENCING_TOKEN (and $KEEPER_LOCK_NAME, $KEEPER_LOCK_KEY); it is
+    /// stopped (SIGTERM, then SIGKILL after --kill-after-ms) if the session
+    /// is lost. The lock is released when CMD exits. Exit status: CMD's
+    /// (128+N if a signal N ended it); 3 if the lock was lost while CMD ran
+    /// (or was found lost when it ended); 1 if it was not granted.
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// Session timeout in ms: how long the servers keep the lock after
+        /// the last acknowledged keepalive.
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
+        /// Give up if not granted within this many ms (default: wait).
+        #[arg(long)]
+        wait_ms: Option<u64>,
+        /// Grace period between SIGTERM and SIGKILL when the lock is lost.
+        #[arg(long, default_value_t = 5_000)]
+        kill_after_ms: u64,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, num_args = 1..)]
+        cmd: Vec<String>,
+    },
+    /// Campaign in election NAME with VALUE and print every change of
+    /// leader (`leader KEY term=T value=V`, `leader none`) and `elected KEY
+    /// term=T` when this campaign wins, until interrupted (SIGINT/SIGTERM:
+    /// resign, exit 0). Exit 3 if the session is lost while leading.
+    Elect {
+        /// The election's name.
+        name: String,
+        /// This candidate's value.
+        value: String,
+        /// Session timeout in ms.
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
+        /// Resign and exit after leading for this many ms.
+        #[arg(long)]
+        lead_ms: Option<u64>,
     },
     /// Print the changes at a node and its children (or its whole subtree)
     /// as they happen, one per line, resuming on another member if one
@@ -402,6 +480,52 @@ mod tests {
         );
         assert!(parse(&["ls", "/a", "--after", "x"]).is_err());
         assert!(parse(&["ls", "/a", "--limit", "2", "--after", "x"]).is_ok());
+    }
+
+    #[test]
+    fn lock_takes_a_command_after_the_separator_and_fences_need_a_token() {
+        let cli = parse(&[
+            "lock",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            "echo $KEEPER_FENCING_TOKEN",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Lock { name, cmd, .. } => {
+                assert_eq!(name, "jobs");
+                assert_eq!(cmd, vec!["sh", "-c", "echo $KEEPER_FENCING_TOKEN"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["lock", "jobs"]).is_err(), "a command is required");
+        let fence = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Set { fence, .. } => fence.fence(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fence(&["set", "/a", "x"]), Ok(None));
+        assert_eq!(
+            fence(&["set", "/a", "x", "--fence-lock", "l", "--fence-token", "7"]),
+            Ok(Some(Fence::lock("l", 7)))
+        );
+        assert_eq!(
+            fence(&[
+                "set",
+                "/a",
+                "x",
+                "--fence-election",
+                "e",
+                "--fence-token",
+                "9"
+            ]),
+            Ok(Some(Fence::election("e", 9)))
+        );
+        if std::env::var_os("KEEPER_FENCING_TOKEN").is_none() {
+            assert!(fence(&["set", "/a", "x", "--fence-lock", "l"]).is_err());
+        }
+        assert!(parse(&["set", "/a", "--fence-lock", "l", "--fence-election", "e"]).is_err());
     }
 
     #[test]

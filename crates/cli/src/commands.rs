@@ -26,6 +26,9 @@ pub enum Failure {
     Io(std::io::Error),
     /// Anything else that failed, with the reason (exit 1).
     Other(String),
+    /// Exit with this status (`keeperctl lock` passes on its command's),
+    /// after printing the message, if any.
+    Exit(u8, Option<String>),
 }
 
 impl From<Error> for Failure {
@@ -53,10 +56,18 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let client = client_for(cli)?;
     let json = cli.json;
     match &cli.command {
-        Command::Create { path, data, mode } => {
+        Command::Create {
+            path,
+            data,
+            mode,
+            fence,
+        } => {
             let options = mode.options().map_err(Failure::Usage)?;
             let data = data.read().map_err(Failure::Usage)?;
-            let created = client.create(path, data, options).await?;
+            let created = match fence.fence().map_err(Failure::Usage)? {
+                Some(fence) => client.create_fenced(path, data, options, &fence).await?,
+                None => client.create(path, data, options).await?,
+            };
             if json {
                 out.write_all(&output::json_line(&output::to_json(&created)))?;
             } else {
@@ -80,16 +91,27 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             path,
             data,
             version,
+            fence,
         } => {
             let data = data.read().map_err(Failure::Usage)?;
-            let stat = client.set(path, data, *version).await?;
+            let stat = match fence.fence().map_err(Failure::Usage)? {
+                Some(fence) => client.set_fenced(path, data, *version, &fence).await?,
+                None => client.set(path, data, *version).await?,
+            };
             if json {
                 let v = json!({"path": path, "stat": output::to_json(&stat)});
                 out.write_all(&output::json_line(&v))?;
             }
         }
-        Command::Rm { path, version } => {
-            client.delete(path, *version).await?;
+        Command::Rm {
+            path,
+            version,
+            fence,
+        } => {
+            match fence.fence().map_err(Failure::Usage)? {
+                Some(fence) => client.delete_fenced(path, *version, &fence).await?,
+                None => client.delete(path, *version).await?,
+            }
             if json {
                 out.write_all(&output::json_line(&json!({ "path": path })))?;
             }
@@ -198,6 +220,40 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                     saved.bytes
                 )?;
             }
+        }
+        Command::Lock {
+            name,
+            session_timeout_ms,
+            wait_ms,
+            kill_after_ms,
+            cmd,
+        } => {
+            crate::recipes::lock(
+                &client,
+                name,
+                Duration::from_millis(*session_timeout_ms),
+                wait_ms.map(Duration::from_millis),
+                Duration::from_millis(*kill_after_ms),
+                cmd,
+            )
+            .await?;
+        }
+        Command::Elect {
+            name,
+            value,
+            session_timeout_ms,
+            lead_ms,
+        } => {
+            crate::recipes::elect(
+                &client,
+                name,
+                value,
+                Duration::from_millis(*session_timeout_ms),
+                lead_ms.map(Duration::from_millis),
+                json,
+                out,
+            )
+            .await?;
         }
         Command::Watch {
             path,
@@ -337,7 +393,7 @@ async fn stdin_eof(watch: bool) {
 }
 
 /// Resolves on SIGINT or (on Unix) SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -2,11 +2,13 @@
 //!
 //! Exit status: 0 ok, 1 Keeper or connection error (`error: Code: message
 //! (path)` on stderr; with `--json` also `{"error":{...}}` on stdout),
-//! 2 usage error.
+//! 2 usage error; `keeperctl lock` exits with its command's status, or 3
+//! if the lock was lost (also `keeperctl elect` when leadership is lost).
 
 mod args;
 mod commands;
 mod output;
+mod recipes;
 mod snapshot;
 
 use std::io::Write;
@@ -64,6 +66,12 @@ fn main() -> ExitCode {
         Err(Failure::Other(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_KEEPER_ERROR)
+        }
+        Err(Failure::Exit(status, message)) => {
+            if let Some(message) = message {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(status)
         }
     }
 }

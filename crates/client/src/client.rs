@@ -17,9 +17,9 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::session::Session;
 use crate::transport::{Answer, Call, Safety, Transport};
 use crate::types::{
-    ChildrenPage, ClusterInfo, CreateBody, CreateOptions, Created, DataWire, Health, Node, Op,
-    OpResult, SessionBody, SessionInfo, SetAnswer, SetBody, Stat, SyncAnswer, TxnRequest,
-    TxnResponse,
+    ChildrenPage, ClusterInfo, CreateBody, CreateOptions, Created, DataWire, Fence,
+    FencedTxnRequest, Health, Node, Op, OpResult, SessionBody, SessionInfo, SetAnswer, SetBody,
+    Stat, SyncAnswer, TxnRequest, TxnResponse,
 };
 
 /// Read consistency of [`Client::get_with`].
@@ -96,12 +96,37 @@ impl Client {
         data: impl Into<Bytes>,
         options: CreateOptions,
     ) -> Result<Created> {
-        let data = data.into();
+        self.create_guarded(path, data.into(), options, None).await
+    }
+
+    /// [`Client::create`] guarded by `fence`: applied only while the fence's
+    /// token holds its lock (or its term leads its election), otherwise
+    /// [`Error::Fenced`] and nothing changes. Checked by the servers when the
+    /// write is applied, so no write of a deposed holder slips in.
+    pub async fn create_fenced(
+        &self,
+        path: &str,
+        data: impl Into<Bytes>,
+        options: CreateOptions,
+        fence: &Fence,
+    ) -> Result<Created> {
+        self.create_guarded(path, data.into(), options, Some(fence))
+            .await
+    }
+
+    async fn create_guarded(
+        &self,
+        path: &str,
+        data: Bytes,
+        options: CreateOptions,
+        fence: Option<&Fence>,
+    ) -> Result<Created> {
         let body = CreateBody {
             data: DataWire::encode(&data),
             mode: options.mode,
             session: options.session,
             ttl_ms: options.ttl_ms,
+            fence: fence.map(Fence::wire),
         };
         let target = format!("/v1/nodes{}", encode_path(path)?);
         self.json(Method::POST, target, Some(&body), Safety::Write)
@@ -126,10 +151,32 @@ impl Client {
     /// Replaces a node's data if its version is `version` ([`crate::ANY_VERSION`]:
     /// any). Returns the new stat. Not retried once sent.
     pub async fn set(&self, path: &str, data: impl Into<Bytes>, version: i32) -> Result<Stat> {
-        let data = data.into();
+        self.set_guarded(path, data.into(), version, None).await
+    }
+
+    /// [`Client::set`] guarded by `fence` (see [`Client::create_fenced`]).
+    pub async fn set_fenced(
+        &self,
+        path: &str,
+        data: impl Into<Bytes>,
+        version: i32,
+        fence: &Fence,
+    ) -> Result<Stat> {
+        self.set_guarded(path, data.into(), version, Some(fence))
+            .await
+    }
+
+    async fn set_guarded(
+        &self,
+        path: &str,
+        data: Bytes,
+        version: i32,
+        fence: Option<&Fence>,
+    ) -> Result<Stat> {
         let body = SetBody {
             data: DataWire::encode(&data),
             version,
+            fence: fence.map(Fence::wire),
         };
         let target = format!("/v1/nodes{}", encode_path(path)?);
         let answer: SetAnswer = self
@@ -142,6 +189,18 @@ impl Client {
     /// Not retried once sent.
     pub async fn delete(&self, path: &str, version: i32) -> Result<()> {
         let target = format!("/v1/nodes{}?version={version}", encode_path(path)?);
+        self.call(Method::DELETE, target, None, Safety::Write, true)
+            .await
+            .map(drop)
+    }
+
+    /// [`Client::delete`] guarded by `fence` (see [`Client::create_fenced`]).
+    pub async fn delete_fenced(&self, path: &str, version: i32, fence: &Fence) -> Result<()> {
+        let target = format!(
+            "/v1/nodes{}?version={version}&{}",
+            encode_path(path)?,
+            fence.query()
+        );
         self.call(Method::DELETE, target, None, Safety::Write, true)
             .await
             .map(drop)
@@ -224,6 +283,24 @@ impl Client {
     /// failing op in [`crate::ApiError::index`]. Not retried once sent.
     pub async fn multi(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let body = TxnRequest { ops };
+        let answer: TxnResponse = self
+            .json(
+                Method::POST,
+                "/v1/txn".to_string(),
+                Some(&body),
+                Safety::Write,
+            )
+            .await?;
+        Ok(answer.results)
+    }
+
+    /// [`Client::multi`] guarded by `fence` as a whole (see
+    /// [`Client::create_fenced`]); a refused fence is [`Error::Fenced`] at op 0.
+    pub async fn multi_fenced(&self, ops: Vec<Op>, fence: &Fence) -> Result<Vec<OpResult>> {
+        let body = FencedTxnRequest {
+            ops,
+            fence: fence.wire(),
+        };
         let answer: TxnResponse = self
             .json(
                 Method::POST,
@@ -379,8 +456,60 @@ impl Client {
             body,
             safety,
             send_min_zxid,
+            timeout: None,
         };
         self.transport.execute(&call).await
+    }
+
+    /// A JSON call whose server-side wait may last `wait`: the attempt's
+    /// timeout is `wait` plus the configured request timeout.
+    pub(crate) async fn json_waiting<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        target: String,
+        body: Option<&B>,
+        wait: Duration,
+    ) -> Result<T> {
+        let body = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b).map_err(|e| Error::decode(format!("encoding body: {e}")))?,
+            ),
+            None => None,
+        };
+        let call = Call {
+            method,
+            target,
+            body,
+            safety: Safety::Write,
+            send_min_zxid: true,
+            timeout: Some(wait + self.config().request_timeout),
+        };
+        let answer = self.transport.execute(&call).await?;
+        decode(&answer)
+    }
+
+    /// A JSON call (crate-internal, for the recipes).
+    pub(crate) async fn json_call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        target: String,
+        body: Option<&B>,
+        safety: Safety,
+    ) -> Result<T> {
+        self.json(method, target, body, safety).await
+    }
+
+    /// A call whose answer has no body to decode (crate-internal).
+    pub(crate) async fn empty_call(
+        &self,
+        method: Method,
+        target: String,
+        body: Option<Vec<u8>>,
+        safety: Safety,
+    ) -> Result<()> {
+        self.call(method, target, body, safety, true)
+            .await
+            .map(drop)
     }
 }
 

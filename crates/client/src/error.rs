@@ -40,11 +40,14 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: not allowed.
     Forbidden,
+    /// 409: a fenced write whose token is not the current holder's (of the
+    /// lock) or the current leader's term (of the election).
+    Fenced,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the API table.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::NoNode,
         ErrorCode::NodeExists,
         ErrorCode::BadVersion,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::Fenced,
     ];
 
     /// The code's wire name, e.g. `"NoNode"`.
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "Timeout",
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::Fenced => "Fenced",
         }
     }
 
@@ -90,7 +95,10 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::NoNode => 404,
-            ErrorCode::NodeExists | ErrorCode::BadVersion | ErrorCode::NotEmpty => 409,
+            ErrorCode::NodeExists
+            | ErrorCode::BadVersion
+            | ErrorCode::NotEmpty
+            | ErrorCode::Fenced => 409,
             ErrorCode::NoChildrenForEphemerals
             | ErrorCode::InvalidPath
             | ErrorCode::BadArguments => 400,
@@ -156,7 +164,7 @@ impl fmt::Display for ApiError {
 
 /// Every way a client call can fail.
 ///
-/// The first fourteen variants are the server's answers, one per [`ErrorCode`].
+/// The first fifteen variants are the server's answers, one per [`ErrorCode`].
 /// The others are the client's own: [`Error::Transport`] (no answer, and nothing
 /// is in doubt), [`Error::ConnectionLoss`] (a write was sent and its outcome is
 /// unknown), [`Error::Decode`] and [`Error::Config`].
@@ -205,6 +213,10 @@ pub enum Error {
     /// Not allowed.
     #[error("Forbidden: {0}")]
     Forbidden(ApiError),
+    /// A fenced write was refused: its token no longer holds the lock (or
+    /// its term no longer leads the election). Nothing was changed.
+    #[error("Fenced: {0}")]
+    Fenced(ApiError),
     /// An HTTP error status outside the API table, with a body that is not
     /// Keeper's error JSON.
     #[error("HttpStatus {status}: {message}")]
@@ -283,6 +295,7 @@ impl Error {
             ErrorCode::Timeout => Error::Timeout(detail),
             ErrorCode::Unauthorized => Error::Unauthorized(detail),
             ErrorCode::Forbidden => Error::Forbidden(detail),
+            ErrorCode::Fenced => Error::Fenced(detail),
         }
     }
 
@@ -355,6 +368,7 @@ impl Error {
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::Fenced(_) => ErrorCode::Fenced,
             _ => return None,
         })
     }
@@ -375,7 +389,8 @@ impl Error {
             | Error::TooLarge(d)
             | Error::Timeout(d)
             | Error::Unauthorized(d)
-            | Error::Forbidden(d) => Some(d),
+            | Error::Forbidden(d)
+            | Error::Fenced(d) => Some(d),
             _ => None,
         }
     }
@@ -512,13 +527,27 @@ mod tests {
     }
 
     #[test]
-    fn unknown_codes_fall_back_to_the_status_and_keep_the_message() {
+    fn a_refused_fenced_write_is_fenced_not_node_exists() {
         let err =
             Error::from_response(409, br#"{"error":{"code":"Fenced","message":"old token"}}"#);
+        assert!(
+            matches!(err, Error::Fenced(ref d) if d.message == "old token"),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), Some(ErrorCode::Fenced));
+        assert!(!err.is_outcome_unknown());
+    }
+
+    #[test]
+    fn unknown_codes_fall_back_to_the_status_and_keep_the_message() {
+        let err = Error::from_response(
+            409,
+            br#"{"error":{"code":"Frobbed","message":"old token"}}"#,
+        );
         assert_eq!(err.code(), Some(ErrorCode::NodeExists));
         let message = err.api().map(|d| d.message.clone()).unwrap_or_default();
         assert!(
-            message.contains("old token") && message.contains("Fenced"),
+            message.contains("old token") && message.contains("Frobbed"),
             "{message}"
         );
         let err = Error::from_response(418, br#"{"error":{"code":"Teapot","message":"short"}}"#);

@@ -12,6 +12,11 @@
 //!   request (keepalives and health probes excepted), so a lagging member
 //!   never shows it older state.
 //! - **Sessions** kept alive in the background ([`Session`]).
+//! - **Locks, semaphores and leader election** ([`Client::lock`],
+//!   [`Client::semaphore`], [`Client::election`]) whose guards keep their
+//!   session alive and report its loss ([`LockGuard::lost`]), and **fenced
+//!   writes** ([`Client::set_fenced`], [`Fence`]) the servers refuse once the
+//!   lock or leadership is lost.
 //! - Typed values ([`Stat`], [`Node`], [`CreateMode`], [`Op`], ...) and one
 //!   error enum ([`Error`]) with the server's codes.
 //!
@@ -54,6 +59,7 @@
 mod client;
 mod config;
 mod error;
+mod recipes;
 mod session;
 mod transport;
 mod types;
@@ -65,13 +71,17 @@ pub use config::{
     DEFAULT_ENDPOINT, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{ApiError, Error, ErrorCode, Result};
+pub use recipes::{
+    Election, LeaderInfo, Leadership, LockGuard, RecipeOptions, SemaphoreGuard,
+    DEFAULT_RECIPE_SESSION_TIMEOUT, DEFAULT_WAIT_PER_REQUEST,
+};
 pub use session::{
     LossReason, Session, SessionLoss, SessionState, KEEPALIVES_PER_TIMEOUT,
     KEEPALIVE_RETRIES_PER_INTERVAL, MIN_KEEPALIVE_PAUSE,
 };
 pub use transport::{MIN_ZXID_HEADER, ZXID_HEADER};
 pub use types::{
-    ChildrenPage, ClusterInfo, CreateMode, CreateOptions, Created, Health, Member, Node, Op,
+    ChildrenPage, ClusterInfo, CreateMode, CreateOptions, Created, Fence, Health, Member, Node, Op,
     OpResult, Role, SessionInfo, Stat, TxnRequest, TxnResponse, ANY_VERSION,
 };
 pub use watch::{EventType, OneShotWatch, WatchEvent, WatchKind, WatchOptions};

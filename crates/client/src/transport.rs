@@ -47,6 +47,9 @@ pub(crate) struct Call {
     pub safety: Safety,
     /// Send `X-Keeper-Min-Zxid` (everything but keepalives and health probes).
     pub send_min_zxid: bool,
+    /// A per-attempt timeout instead of the config's (a long server-side
+    /// wait: a lock acquire, a campaign).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A 2xx answer.
@@ -222,6 +225,9 @@ impl Transport {
             .request(call.method.clone(), format!("{endpoint}{}", call.target));
         if call.send_min_zxid {
             request = request.header(MIN_ZXID_HEADER, self.last_zxid().to_string());
+        }
+        if let Some(timeout) = call.timeout {
+            request = request.timeout(timeout);
         }
         if let Some(body) = &call.body {
             request = request

@@ -702,6 +702,8 @@ pub(crate) struct CreateBody {
     pub session: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceWire>,
 }
 
 /// `PUT /v1/nodes/{path}` body.
@@ -710,6 +712,86 @@ pub(crate) struct SetBody {
     #[serde(flatten)]
     pub data: DataWire,
     pub version: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceWire>,
+}
+
+/// `POST /v1/txn` body with a fence.
+#[derive(Serialize)]
+pub(crate) struct FencedTxnRequest {
+    pub ops: Vec<Op>,
+    pub fence: FenceWire,
+}
+
+/// What a fenced write names: it applies only while `token` is the fencing
+/// token of lock `name`'s holder ([`Fence::Lock`]) or the term of election
+/// `name`'s leader ([`Fence::Election`]). Get one from a lock guard
+/// (`LockGuard::fence`) or a won campaign (`Leadership::fence`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Fence {
+    Lock { name: String, token: u64 },
+    Election { name: String, token: u64 },
+}
+
+impl Fence {
+    /// A fence by lock `name`'s token.
+    pub fn lock(name: impl Into<String>, token: u64) -> Fence {
+        Fence::Lock {
+            name: name.into(),
+            token,
+        }
+    }
+
+    /// A fence by election `name`'s term.
+    pub fn election(name: impl Into<String>, term: u64) -> Fence {
+        Fence::Election {
+            name: name.into(),
+            token: term,
+        }
+    }
+
+    /// The token (or term).
+    pub fn token(&self) -> u64 {
+        match self {
+            Fence::Lock { token, .. } | Fence::Election { token, .. } => *token,
+        }
+    }
+
+    pub(crate) fn wire(&self) -> FenceWire {
+        match self {
+            Fence::Lock { name, token } => FenceWire {
+                lock: Some(name.clone()),
+                election: None,
+                token: *token,
+            },
+            Fence::Election { name, token } => FenceWire {
+                lock: None,
+                election: Some(name.clone()),
+                token: *token,
+            },
+        }
+    }
+
+    /// The query parameters of a fenced delete.
+    pub(crate) fn query(&self) -> String {
+        use crate::client::encode_query_value as q;
+        match self {
+            Fence::Lock { name, token } => format!("fence_lock={}&fence_token={token}", q(name)),
+            Fence::Election { name, token } => {
+                format!("fence_election={}&fence_token={token}", q(name))
+            }
+        }
+    }
+}
+
+/// The JSON form of a [`Fence`].
+#[derive(Debug, Serialize)]
+pub(crate) struct FenceWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub election: Option<String>,
+    pub token: u64,
 }
 
 /// `PUT /v1/nodes/{path}` answer.
@@ -850,6 +932,7 @@ mod tests {
             mode: CreateMode::Ephemeral,
             session: Some(7),
             ttl_ms: None,
+            fence: None,
         };
         assert_eq!(
             serde_json::to_value(&body).ok(),
@@ -860,18 +943,35 @@ mod tests {
             mode: CreateMode::Ttl,
             session: None,
             ttl_ms: Some(500),
+            fence: Some(Fence::lock("l", 9).wire()),
         };
         assert_eq!(
             serde_json::to_value(&body).ok(),
-            Some(json!({"data_b64":"wyg=","mode":"ttl","ttl_ms":500}))
+            Some(
+                json!({"data_b64":"wyg=","mode":"ttl","ttl_ms":500,"fence":{"lock":"l","token":9}})
+            )
         );
         let set = SetBody {
             data: DataWire::encode(b""),
             version: -1,
+            fence: None,
         };
         assert_eq!(
             serde_json::to_value(&set).ok(),
             Some(json!({"data":"","version":-1}))
+        );
+        let set = SetBody {
+            data: DataWire::encode(b""),
+            version: -1,
+            fence: Some(Fence::election("e", 4).wire()),
+        };
+        assert_eq!(
+            serde_json::to_value(&set).ok(),
+            Some(json!({"data":"","version":-1,"fence":{"election":"e","token":4}}))
+        );
+        assert_eq!(
+            Fence::election("a b", 4).query(),
+            "fence_election=a%20b&fence_token=4"
         );
     }
 

@@ -246,6 +246,7 @@ impl OneShotWatch {
             body: None,
             safety: Safety::Idempotent,
             send_min_zxid: true,
+            timeout: None,
         };
         let answer = self.client.transport.execute(&call).await?;
         let parsed: WatchAnswer = serde_json::from_slice(&answer.body)
@@ -266,6 +267,7 @@ impl Client {
             body: None,
             safety: Safety::Idempotent,
             send_min_zxid: true,
+            timeout: None,
         };
         let answer = self.transport.execute(&call).await?;
         let node: Node = serde_json::from_slice(&answer.body)
@@ -308,6 +310,7 @@ impl Client {
             body: None,
             safety: Safety::Idempotent,
             send_min_zxid: true,
+            timeout: None,
         };
         let answer = self.transport.execute(&call).await?;
         Ok(answer.zxid.unwrap_or_else(|| self.last_zxid()))
@@ -344,10 +347,10 @@ impl Client {
 
 /// One SSE message.
 #[derive(Debug, Default)]
-struct Message {
-    event: String,
-    data: String,
-    id: Option<String>,
+pub(crate) struct Message {
+    pub event: String,
+    pub data: String,
+    pub id: Option<String>,
 }
 
 /// An open SSE response.
@@ -374,15 +377,15 @@ impl Conn {
 
 /// Server-sent events from bytes: complete messages in `ready`.
 #[derive(Default)]
-struct SseParser {
+pub(crate) struct SseParser {
     buf: Vec<u8>,
-    ready: VecDeque<Message>,
+    pub ready: VecDeque<Message>,
     current: Message,
 }
 
 impl SseParser {
     /// Takes more bytes; moves every complete line into messages.
-    fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(nl) = self.buf[start..].iter().position(|b| *b == b'\n') {

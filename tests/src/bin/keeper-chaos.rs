@@ -29,9 +29,10 @@ struct Args {
     /// Workload time of each run under faults, in seconds.
     #[arg(long, default_value_t = 60)]
     duration_secs: u64,
-    /// Cluster size.
-    #[arg(long, default_value_t = 3)]
-    members: usize,
+    /// Cluster sizes, comma-separated (e.g. "3,5"): each pass over the
+    /// schedules uses the next size.
+    #[arg(long, default_value = "3")]
+    members: String,
     /// Comma-separated schedules, cycled through by the runs ("all": every one).
     #[arg(long, default_value = "all")]
     schedule: String,
@@ -41,6 +42,16 @@ struct Args {
     /// Register clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
+    /// Lock holders (fenced increments of a counter under one lock).
+    #[arg(long, default_value_t = 3)]
+    lock_clients: usize,
+    /// Watchers (recursive event streams resumed across members).
+    #[arg(long, default_value_t = 2)]
+    watchers: usize,
+    /// The members' `--log-retain-entries` (default: theirs). Small values
+    /// compact often: watchers then meet `410 Compacted`, followers SNAP.
+    #[arg(long)]
+    log_retain_entries: Option<u64>,
     /// Most linearizability search steps per key group (then "unknown").
     #[arg(long, default_value_t = 200_000_000)]
     search_budget: u64,
@@ -110,8 +121,13 @@ fn main() -> ExitCode {
         }
         v
     };
-    if !(1..=9).contains(&args.members) || args.runs == 0 || schedules.is_empty() {
-        eprintln!("keeper-chaos: --members must be 1..=9 and --runs at least 1");
+    let sizes: Vec<usize> = args
+        .members
+        .split(',')
+        .map(|m| m.trim().parse::<usize>().unwrap_or(0))
+        .collect();
+    if sizes.iter().any(|m| !(1..=9).contains(m)) || args.runs == 0 || schedules.is_empty() {
+        eprintln!("keeper-chaos: --members must be sizes 1..=9 (e.g. 3,5) and --runs at least 1");
         return ExitCode::from(2);
     }
     if let Some(bin) = &args.keeper_bin {
@@ -130,7 +146,10 @@ fn main() -> ExitCode {
     let out_dir = args.out.join(format!("campaign-{stamp}-seed{seed}"));
     let mut run = RunConfig::new(seed, schedules[0], out_dir.clone());
     run.duration = Duration::from_secs(args.duration_secs);
-    run.members = args.members;
+    run.members = sizes[0];
+    run.lock_clients = args.lock_clients;
+    run.watchers = args.watchers;
+    run.log_retain_entries = args.log_retain_entries;
     run.session_timeout_ms = args.session_timeout_ms;
     run.register_clients = args.clients;
     run.strict = args.strict;
@@ -141,6 +160,7 @@ fn main() -> ExitCode {
         seed,
         runs: args.runs,
         schedules,
+        members: sizes,
         run,
         out_dir: out_dir.clone(),
     };

@@ -192,6 +192,7 @@ mod tests {
                 results: vec![],
                 created: Some("/s/n-0000000001".into()),
                 session: None,
+                grant: None,
             },
             None,
         );
@@ -205,6 +206,7 @@ mod tests {
                 results: vec![],
                 created: Some("n-0000000002\n".into()),
                 session: None,
+                grant: None,
             },
             None,
         );

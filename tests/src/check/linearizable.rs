@@ -476,6 +476,7 @@ fn to_entry(
             key,
             value,
             version,
+            ..
         } => MOp::Write(vec![MWrite::Set(k(key)?, intern(value), *version)]),
         Call::Create { key, value } => MOp::Write(vec![MWrite::Create(k(key)?, intern(value))]),
         Call::Delete { key, version } => MOp::Write(vec![MWrite::Delete(k(key)?, *version)]),

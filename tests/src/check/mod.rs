@@ -10,21 +10,22 @@
 //!   the run healed;
 //! - [`sequential`]: sequential names are unique and increase;
 //! - [`sessions`]: an ephemeral disappears only after its session ended, no member
-//!   acknowledges a keepalive for an expired session, abandoned sessions expire.
-//!
-//! Watches and locks are not built yet. Their checkers go beside these as
-//! `watches.rs` (every event of a resumed stream exactly once, in zxid order,
-//! compared with the acknowledged writes' zxids) and `locks.rs` (fenced writes never
-//! interleave; no two holders while one's session is lost) and are added to
-//! [`check_all`]; the history gains `Call::Watch*` / `Call::Lock*` variants.
+//!   acknowledges a keepalive for an expired session, abandoned sessions expire;
+//! - [`watches`]: every watcher's resumed streams deliver every change of their
+//!   prefix once, in zxid order, with no gap (against a reference replay and the
+//!   acknowledged writes); `410 Compacted` restarts are counted;
+//! - [`locks`]: fenced writes never interleave, tokens rise in grant order, and
+//!   no two clients believe they hold a lock while one's session is lost.
 //!
 //! Every checker is tested on hand-made histories that it must reject.
 
 pub mod durability;
 pub mod linearizable;
+pub mod locks;
 pub mod reads;
 pub mod sequential;
 pub mod sessions;
+pub mod watches;
 
 use crate::history::History;
 use serde::Serialize;
@@ -85,6 +86,8 @@ pub fn check_all(history: &History, options: &CheckOptions) -> Vec<Verdict> {
         durability::check(history),
         sequential::check(history),
         sessions::check(history),
+        watches::check(history),
+        locks::check(history),
     ]
 }
 
@@ -131,6 +134,7 @@ pub(crate) mod build {
             results: vec![],
             created: None,
             session: None,
+            grant: None,
         }
     }
 
@@ -183,6 +187,7 @@ pub(crate) mod build {
                     key: key.into(),
                     value: v.into(),
                     version: -1,
+                    fence: None,
                 },
                 t.0,
                 t.1,
@@ -206,6 +211,7 @@ pub(crate) mod build {
                     key: key.into(),
                     value: v.into(),
                     version,
+                    fence: None,
                 },
                 t.0,
                 t.1,
@@ -264,6 +270,7 @@ pub(crate) mod build {
             crate::history::History {
                 ops: self.ops,
                 faults: vec![],
+                watches: vec![],
             }
         }
     }

@@ -124,6 +124,7 @@ mod tests {
                 results: vec![],
                 created: Some(format!("/s/n-{n:010}")),
                 session: None,
+                grant: None,
             },
             None,
         );

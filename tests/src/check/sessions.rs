@@ -269,6 +269,7 @@ mod tests {
                 results: vec![],
                 created: None,
                 session: Some((S, 1000)),
+                grant: None,
             },
             Some(S),
         );
