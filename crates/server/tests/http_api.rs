@@ -635,7 +635,10 @@ async fn min_zxid_header_waits_times_out_or_is_refused() {
 async fn a_standalone_member_refuses_a_min_zxid_it_never_committed_at_once() {
     bounded(T, async {
         let n = TestNode::start().await;
-        let zxid = n.call(Method::POST, "/v1/nodes/z", Some(json!({}))).await.zxid();
+        let zxid = n
+            .call(Method::POST, "/v1/nodes/z", Some(json!({})))
+            .await
+            .zxid();
         for (path, method) in [("/v1/nodes/z", Method::GET), ("/v1/sessions", Method::POST)] {
             for wanted in [zxid + 1, 1 << 63] {
                 let started = std::time::Instant::now();
