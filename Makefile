@@ -6,6 +6,8 @@ DATA_DIR ?= ./data
 CLIENT_ADDR ?= 127.0.0.1:7181
 SEEDS ?= 10000
 SEED_START ?= 0
+MEMBER_SEEDS ?= 10000
+MEMBER_SEED_START ?= 0
 CHAOS_RUNS ?= 26
 CHAOS_SECS ?= 60
 CHAOS_SCHEDULE ?= all
@@ -14,7 +16,7 @@ CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim bench chaos cluster cluster-stop docker k8s-validate clean
+.PHONY: deps build run test lint fmt sim bench bench-locks chaos api-fuzz cluster cluster-stop docker k8s-validate clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
@@ -39,14 +41,21 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-## sim: run the ZAB simulator over seeds SEED_START..SEED_START+SEEDS (release build).
+## sim: run the ZAB simulator over seeds SEED_START..SEED_START+SEEDS, then the whole-member
+## simulator over MEMBER_SEED_START..MEMBER_SEED_START+MEMBER_SEEDS (release builds).
 sim:
 	$(CARGO) run --release -j$(JOBS) -p keeper-zab --bin zab-sim -- --seeds $(SEEDS) --seed-start $(SEED_START)
+	$(CARGO) run --release -j$(JOBS) -p keeper-server --bin member-sim -- --seeds $(MEMBER_SEEDS) --seed-start $(MEMBER_SEED_START)
 
 ## bench: fresh 3-member cluster (fsync on), set/get/lget at 1/16/64 clients, one table
 ## (falls back to a standalone member, loudly, when no leader is elected). See scripts/bench.sh.
 bench: deps
 	./scripts/bench.sh
+
+## bench-locks: the lock recipe on a fresh 3-member cluster: uncontended acquire+release at
+## 64 clients on 64 locks, and the hand-off latency of one lock contended by 64 clients.
+bench-locks: deps
+	BENCH_OPS="lock handoff" BENCH_CLIENTS="64" ./scripts/bench.sh
 
 ## chaos: the chaos campaign: $(CHAOS_RUNS) runs of $(CHAOS_SECS) s on real clusters of $(CHAOS_MEMBERS)
 ## members (one size per pass), cycling through the nemesis schedules $(CHAOS_SCHEDULE); every history checked.
@@ -56,6 +65,11 @@ chaos: deps
 	$(TARGET_DIR)/release/keeper-chaos --runs $(CHAOS_RUNS) --duration-secs $(CHAOS_SECS) \
 		--members $(CHAOS_MEMBERS) --schedule $(CHAOS_SCHEDULE) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
 		--out $(TARGET_DIR)/chaos
+
+## api-fuzz: Schemathesis (PyPI) fuzzes a fresh standalone member against api/openapi.yaml for
+## FUZZ_SECS (180) s; FUZZ_SEED=N reproduces a run. See scripts/api-fuzz.sh and docs/testing.md.
+api-fuzz: deps
+	./scripts/api-fuzz.sh
 
 ## cluster: start a local 3-member cluster (client ports 7181-7183, state in ./.cluster).
 cluster: deps

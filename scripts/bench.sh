@@ -17,6 +17,9 @@
 # BENCH_CLIENTS ("1 16 64"), BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_KEYS (1000),
 # BENCH_VALUE_SIZE (256), LEADER_WAIT_S (30), BENCH_CELL_TIMEOUT_S (120: hard cap per cell),
 # BENCH_KEEP=1 keeps the temp dir (data and member logs).
+# The lock recipe: BENCH_OPS="lock handoff" BENCH_CLIENTS=64 (`make bench-locks`): `lock` is
+# uncontended acquire+release (a lock per client; ops/s = acquire+release pairs), `handoff`
+# is one lock shared by all clients (latency = release sent -> next grant answered).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cluster-lib.sh

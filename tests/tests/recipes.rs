@@ -612,13 +612,14 @@ async fn a_paused_lock_holder_is_fenced_off_after_another_client_took_the_lock()
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
         let ctl = keeperctl_bin().display().to_string();
-        // The command: note its pid and token, survive SIGTERM, and make one
-        // fenced write (token from $KEEPER_FENCING_TOKEN) once told to.
+        // The command: note its pid and token, survive SIGTERM, make one
+        // fenced write (token from $KEEPER_FENCING_TOKEN) once told to, and
+        // go on running (keeperctl must stop it).
         let script = format!(
             "echo $$ > {d}/pid; echo $KEEPER_FENCING_TOKEN > {d}/token; trap '' TERM; \
              while [ ! -f {d}/go ]; do sleep 0.05; done; \
              {ctl} --endpoints {endpoints} set /guarded stale --fence-lock paused 2> {d}/set.err; \
-             echo $? > {d}/rc"
+             echo $? > {d}/rc; while true; do sleep 1; done"
         );
         let mut holder = Proc::keeperctl(
             dir.path(),
@@ -873,6 +874,110 @@ async fn a_partitioned_lock_holder_learns_of_the_loss_before_anyone_else_is_gran
             .expect("the new holder writes");
         drop(guard);
         new_guard.release().await.expect("release");
+    })
+    .await;
+}
+
+// ---- guards release on drop ---------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_guards_release_at_once_not_at_session_expiry() {
+    bounded(async {
+        let cluster = Cluster::start(3);
+        cluster.expect_leader(ELECTION_LIMIT).await;
+        let urls = cluster.urls();
+        let (a, b) = (client(&urls, 0), client(&urls, 1));
+        // Sessions of 30 s: only the release on drop can hand over within 5 s.
+        let long = RecipeOptions::default().session_timeout(Duration::from_secs(30));
+        let soon = RecipeOptions::default().wait(Duration::from_secs(5));
+        let guard = a.lock_with("d", long.clone()).await.expect("lock");
+        drop(guard);
+        let started = Instant::now();
+        let next = b
+            .lock_with("d", soon.clone())
+            .await
+            .expect("released on drop");
+        eprintln!(
+            "lock handed over {} ms after the drop",
+            started.elapsed().as_millis()
+        );
+        next.release().await.expect("release");
+        let permit = a
+            .semaphore_with("ds", 1, long.clone())
+            .await
+            .expect("permit");
+        drop(permit);
+        let next = b
+            .semaphore_with("ds", 1, soon)
+            .await
+            .expect("permit released on drop");
+        next.release().await.expect("release");
+        let leadership = a
+            .election("de")
+            .with_options(long)
+            .campaign("a")
+            .await
+            .expect("elected");
+        let term = leadership.term();
+        drop(leadership);
+        let next = b
+            .election("de")
+            .with_options(RecipeOptions::default().wait(Duration::from_secs(5)))
+            .campaign("b")
+            .await
+            .expect("the dropped leadership resigned");
+        assert!(next.term() > term);
+        next.resign().await.expect("resign");
+    })
+    .await;
+}
+
+/// Regression: a command that ended while keeperctl was paused past its
+/// session timeout made keeperctl exit with the command's status, as if the
+/// lock had been held throughout (the exit won the race with the loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeperctl_lock_exits_3_when_its_command_ended_after_the_lock_was_lost() {
+    bounded(async {
+        let cluster = Cluster::start(3);
+        cluster.expect_leader(ELECTION_LIMIT).await;
+        let endpoints = cluster.urls().join(",");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let script = format!("echo $$ > {d}/pid; while [ ! -f {d}/go ]; do sleep 0.05; done");
+        let mut holder = Proc::keeperctl(
+            dir.path(),
+            "holder",
+            &[
+                "--endpoints",
+                &endpoints,
+                "lock",
+                "ended",
+                "--session-timeout-ms",
+                "1500",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+        let pid_file = dir.path().join("pid");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pid_file.exists() {
+            assert!(Instant::now() < deadline, "the command never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Pause keeperctl only, past its session timeout; the command ends meanwhile.
+        signal(i64::from(holder.pid()), "STOP");
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        std::fs::write(dir.path().join("go"), b"").expect("go");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal(i64::from(holder.pid()), "CONT");
+        let status = holder
+            .wait(Duration::from_secs(20))
+            .expect("keeperctl lock exits");
+        let err = std::fs::read_to_string(dir.path().join("holder.err")).unwrap_or_default();
+        assert_eq!(status.code(), Some(3), "exit status: {err}");
+        assert!(err.contains("was lost"), "{err}");
     })
     .await;
 }

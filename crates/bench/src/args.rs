@@ -36,6 +36,12 @@ pub enum OpArg {
     Lget,
     /// A weighted mix of the above, given by `--mix`.
     Mix,
+    /// Uncontended lock acquire+release, each client on its own lock (a session per
+    /// client); one sample per acquire+release.
+    Lock,
+    /// Every client contends for one lock; one sample per grant: the time from the
+    /// previous holder's release to the grant (hand-off latency).
+    Handoff,
 }
 
 /// Closed-loop load generator for Keeper's HTTP API.
@@ -182,6 +188,8 @@ impl BenchConfig {
             OpArg::Get => WorkloadPlan::Single(OpKind::Get),
             OpArg::Lget => WorkloadPlan::Single(OpKind::Lget),
             OpArg::Mix => WorkloadPlan::Mix(parse_mix(&args.mix)?),
+            OpArg::Lock => WorkloadPlan::Single(OpKind::Lock),
+            OpArg::Handoff => WorkloadPlan::Single(OpKind::Handoff),
         };
         let output = match (args.json, args.row) {
             (true, _) => OutputFormat::Json,
@@ -317,6 +325,11 @@ pub fn parse_mix(text: &str) -> Result<Mix, BenchError> {
             .trim()
             .parse()
             .map_err(|_| invalid(format!("weight {weight:?} is not a whole number")))?;
+        if op.is_recipe() {
+            return Err(invalid(format!(
+                "{name:?} runs on its own (--op {name}), not in a mix"
+            )));
+        }
         if weights.iter().any(|(seen, _)| *seen == op) {
             return Err(invalid(format!("op {name:?} appears twice")));
         }
@@ -461,6 +474,15 @@ mod tests {
     }
 
     #[test]
+    fn lock_ops_run_alone_and_need_no_key_space() {
+        let config = parse(&["--op", "lock", "--clients", "64"]).unwrap();
+        assert_eq!(config.plan, WorkloadPlan::Single(OpKind::Lock));
+        assert!(!config.plan.uses_keys());
+        let config = parse(&["--op", "handoff"]).unwrap();
+        assert_eq!(config.plan, WorkloadPlan::Single(OpKind::Handoff));
+    }
+
+    #[test]
     fn mix_parses_weights_and_rejects_bad_ones() {
         let config = parse(&["--op", "mix", "--mix", "set=20, get=80"]).unwrap();
         let expected = Mix::new(vec![(OpKind::Set, 20), (OpKind::Get, 80)]).unwrap();
@@ -471,7 +493,16 @@ mod tests {
             config.plan,
             WorkloadPlan::Mix(parse_mix(DEFAULT_MIX).unwrap())
         );
-        for bad in ["set", "set=x", "put=1", "set=1,set=2", "set=0,get=0", ""] {
+        for bad in [
+            "set",
+            "set=x",
+            "put=1",
+            "set=1,set=2",
+            "set=0,get=0",
+            "",
+            "lock=1",
+            "set=1,handoff=1",
+        ] {
             assert!(
                 parse(&["--op", "mix", "--mix", bad]).is_err(),
                 "{bad:?} should fail"

@@ -130,6 +130,28 @@ impl Connection {
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<StatusCode, RequestError> {
+        self.exchange(request, None).await
+    }
+
+    /// [`Connection::send`] that also returns the body (content-length
+    /// bodies; a chunked body comes back empty), bounded by `timeout`.
+    pub async fn send_reading_within(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), RequestError> {
+        let mut body = Vec::new();
+        let status = tokio::time::timeout(timeout, self.exchange(request, Some(&mut body)))
+            .await
+            .unwrap_or(Err(RequestError::Timeout))?;
+        Ok((status, Bytes::from(body)))
+    }
+
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        keep_body: Option<&mut Vec<u8>>,
+    ) -> Result<StatusCode, RequestError> {
         if self.closed {
             self.stream = connect(self.addr).await?;
             self.closed = false;
@@ -146,10 +168,13 @@ impl Connection {
             .write_all(&self.out)
             .await
             .map_err(|e| RequestError::Io(e.to_string()))?;
-        self.read_response().await
+        self.read_response(keep_body).await
     }
 
-    async fn read_response(&mut self) -> Result<StatusCode, RequestError> {
+    async fn read_response(
+        &mut self,
+        keep_body: Option<&mut Vec<u8>>,
+    ) -> Result<StatusCode, RequestError> {
         let head = loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
@@ -172,7 +197,10 @@ impl Connection {
             while self.input.len() < head.content_length {
                 self.fill().await?;
             }
-            self.input.drain(..head.content_length);
+            let body = self.input.drain(..head.content_length);
+            if let Some(keep) = keep_body {
+                keep.extend(body);
+            }
         }
         self.closed = head.close;
         Ok(head.status)

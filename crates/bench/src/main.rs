@@ -8,12 +8,16 @@
 //! keeper-bench --endpoints 127.0.0.1:7181,127.0.0.1:7182 --clients 16 --op set \
 //!              --duration 10s --warmup 2s --value-size 256 --keys 1000 --json
 //! ```
+//! `--op lock` (uncontended acquire+release, a lock per client) and `--op handoff` (one
+//! lock, every client contending; release-to-grant latency) measure the lock recipe.
+//!
 //! Exit status: 0 when the run completed (even with request errors, which are reported),
 //! 1 when it could not run (bad flags, setup failed), 2 for unparsable flags.
 
 mod args;
 mod conn;
 mod error;
+mod locks;
 mod report;
 mod runner;
 mod workload;

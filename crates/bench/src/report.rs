@@ -31,7 +31,7 @@ fn new_histogram() -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct ClientStats {
     /// Latency of successful requests, per op kind (indexed by `OpKind::index`).
-    latency_us: [Histogram<u64>; 4],
+    latency_us: [Histogram<u64>; OpKind::ALL.len()],
     /// Failed requests by kind: `status_<code>`, `connect`, `io`, `timeout`.
     errors: BTreeMap<String, u64>,
 }

@@ -49,6 +49,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         measure_from: start + config.warmup,
         deadline: start + config.warmup + config.duration,
     };
+    let locks = Arc::new(crate::locks::Shared::new(run_id()));
     let mut tasks = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
         let endpoint = endpoints
@@ -63,12 +64,23 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             connect_timeout: config.connect_timeout,
             reconnect_backoff: config.reconnect_backoff,
         };
-        tasks.push(tokio::spawn(client_loop(
-            client_config,
-            endpoint,
-            workload,
-            window,
-        )));
+        match config.plan {
+            WorkloadPlan::Single(op) if op.is_recipe() => {
+                tasks.push(tokio::spawn(crate::locks::client_loop(
+                    client_config,
+                    endpoint,
+                    op,
+                    Arc::clone(&locks),
+                    window,
+                )));
+            }
+            _ => tasks.push(tokio::spawn(client_loop(
+                client_config,
+                endpoint,
+                workload,
+                window,
+            ))),
+        }
     }
     let mut merged = ClientStats::default();
     for task in tasks {
@@ -100,19 +112,19 @@ fn run_id() -> u64 {
 
 /// The measured window, shared by all clients.
 #[derive(Debug, Clone, Copy)]
-struct Window {
-    measure_from: Instant,
-    deadline: Instant,
+pub(crate) struct Window {
+    pub measure_from: Instant,
+    pub deadline: Instant,
 }
 
 /// Per-client settings.
 #[derive(Debug, Clone, Copy)]
-struct ClientConfig {
-    id: usize,
-    seed: u64,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    reconnect_backoff: Duration,
+pub(crate) struct ClientConfig {
+    pub id: usize,
+    pub seed: u64,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub reconnect_backoff: Duration,
 }
 
 /// One closed-loop client: one connection, one request at a time, until the deadline.
@@ -183,7 +195,7 @@ async fn client_loop(
 }
 
 /// The error kind of an unexpected status: `status_409`.
-fn status_kind(status: StatusCode) -> String {
+pub(crate) fn status_kind(status: StatusCode) -> String {
     format!("status_{}", status.as_u16())
 }
 

@@ -21,11 +21,24 @@ pub enum OpKind {
     Get,
     /// `GET /v1/nodes{prefix}/k{index}?consistency=linearizable`; expects 200.
     Lget,
+    /// An uncontended lock: `POST /v1/locks/{name}/acquire` then `DELETE` of the
+    /// grant, each client on a lock of its own; one sample per acquire+release.
+    Lock,
+    /// One lock shared by every client: one sample per grant, from the previous
+    /// holder's release (sent) to this grant (answered).
+    Handoff,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 4] = [OpKind::Create, OpKind::Set, OpKind::Get, OpKind::Lget];
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Create,
+        OpKind::Set,
+        OpKind::Get,
+        OpKind::Lget,
+        OpKind::Lock,
+        OpKind::Handoff,
+    ];
 
     /// The name used by `--op`, `--mix` and the report.
     pub fn name(self) -> &'static str {
@@ -34,7 +47,14 @@ impl OpKind {
             OpKind::Set => "set",
             OpKind::Get => "get",
             OpKind::Lget => "lget",
+            OpKind::Lock => "lock",
+            OpKind::Handoff => "handoff",
         }
+    }
+
+    /// A lock recipe op: run by [`crate::recipes`], not a single request.
+    pub fn is_recipe(self) -> bool {
+        matches!(self, OpKind::Lock | OpKind::Handoff)
     }
 
     /// The kind named `name` (as in [`OpKind::name`]).
@@ -46,7 +66,9 @@ impl OpKind {
     pub fn expected_status(self) -> StatusCode {
         match self {
             OpKind::Create => StatusCode::CREATED,
-            OpKind::Set | OpKind::Get | OpKind::Lget => StatusCode::OK,
+            OpKind::Set | OpKind::Get | OpKind::Lget | OpKind::Lock | OpKind::Handoff => {
+                StatusCode::OK
+            }
         }
     }
 
@@ -57,11 +79,13 @@ impl OpKind {
             OpKind::Set => 1,
             OpKind::Get => 2,
             OpKind::Lget => 3,
+            OpKind::Lock => 4,
+            OpKind::Handoff => 5,
         }
     }
 
     fn uses_keys(self) -> bool {
-        !matches!(self, OpKind::Create)
+        !matches!(self, OpKind::Create | OpKind::Lock | OpKind::Handoff)
     }
 }
 
@@ -296,6 +320,9 @@ impl Workload {
                 self.key_uri(&self.key_uris_linearizable, key)?,
                 Bytes::new(),
             ),
+            OpKind::Lock | OpKind::Handoff => {
+                return Err(format!("{} is run by the lock clients", op.name()))
+            }
         };
         Ok((op, build_request(method, uri, body, host)))
     }

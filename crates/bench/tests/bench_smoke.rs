@@ -1,8 +1,8 @@
 //! Smoke test of `keeper-bench` against a real standalone `keeper` process.
 //!
 //! Starts `keeper` on a free port with a temp data dir, runs `keeper-bench --json` for about
-//! a second per op (set, get, lget, create) and checks that requests went through without
-//! errors. Both processes are killed by PID on drop (also when an assertion fails), and
+//! a second per op (set, get, lget, create, and the lock ops lock and handoff) and checks
+//! that requests went through without errors. Both processes are killed by PID on drop (also when an assertion fails), and
 //! every wait is bounded. `keeper` belongs to another package: it is found next to this
 //! test's target directory (or `KEEPER_BIN`), and built first if it is missing.
 
@@ -134,7 +134,7 @@ fn keeper_bench_drives_a_standalone_keeper_without_errors() {
     let data = tempfile::tempdir().expect("temp dir");
     let (_server, addr) = start_keeper(data.path());
     let endpoint = addr.to_string();
-    for op in ["set", "get", "lget", "create"] {
+    for op in ["set", "get", "lget", "create", "lock", "handoff"] {
         let output = run_bench(&[
             "--endpoints",
             &endpoint,

@@ -249,8 +249,8 @@ pub enum Command {
     /// $KEEPER_FENCING_TOKEN (and $KEEPER_LOCK_NAME, $KEEPER_LOCK_KEY); it is
     /// stopped (SIGTERM, then SIGKILL after --kill-after-ms) if the session
     /// is lost. The lock is released when CMD exits. Exit status: CMD's
-    /// (128+N if a signal N ended it); 3 if the lock was lost; 1 if it was
-    /// not granted.
+    /// (128+N if a signal N ended it); 3 if the lock was lost while CMD ran
+    /// (or was found lost when it ended); 1 if it was not granted.
     Lock {
         /// The lock's name.
         name: String,

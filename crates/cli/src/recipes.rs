@@ -96,7 +96,7 @@ pub async fn lock(
     let mut stop_signals = 0u32;
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status,
+            biased;
             loss = guard.lost() => {
                 eprintln!(
                     "keeperctl: lost lock {name:?} (session {}: {:?}); stopping the command",
@@ -119,6 +119,7 @@ pub async fn lock(
                     Some(format!("lock {name:?} was lost while the command ran")),
                 ));
             }
+            status = child.wait() => break status,
             _ = crate::commands::stop_signal(), if stop_signals < 2 => {
                 // Pass the stop on; a second one is a SIGKILL.
                 stop_signals += 1;
@@ -127,6 +128,19 @@ pub async fn lock(
             }
         }
     };
+    // CMD ended, but not necessarily while the lock was held (keeperctl may
+    // have been paused past its session timeout): let a keepalive task that
+    // is due run first (a timer turn), then say so.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    if guard.is_lost() {
+        if let Ok(status) = status {
+            eprintln!("keeperctl: the command ended: {status}");
+        }
+        return Err(Failure::Exit(
+            EXIT_LOST,
+            Some(format!("lock {name:?} was lost while the command ran")),
+        ));
+    }
     let released = guard.release().await;
     let status = status.map_err(|e| Failure::Other(format!("waiting for {program:?}: {e}")))?;
     if let Err(e) = released {

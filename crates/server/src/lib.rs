@@ -23,6 +23,7 @@ pub mod proposer;
 pub mod reaper;
 pub mod recipes;
 pub mod sessions;
+pub mod sim;
 pub mod standalone;
 pub mod watches;
 pub mod zab_driver;

@@ -30,13 +30,87 @@ use crate::keys::{
 use crate::path::{split_parent, validate_path};
 use crate::record::NodeRecord;
 use crate::{
-    ChangeEvent, ChangeKind, Entry, Fence, FenceScope, MultiError, NodeMode, Op, OpResult,
-    SessionId, Stat, Store, StoreError, Txn, TxnError, TxnOutcome,
+    Applied, ChangeEvent, ChangeKind, Entry, Fence, FenceScope, MultiError, NodeMode, Op, OpResult,
+    SessionId, Stat, StoreConfig, StoreError, Txn, TxnError, TxnOutcome,
 };
 use bytes::Bytes;
 use keeper_zab::Zxid;
-use rocksdb::WriteBatch;
 use std::collections::HashMap;
+
+/// What the state machine needs from the store it applies to: reads of the
+/// applied state and a batch to put its writes in. The seam between the one
+/// apply code and its durable backends: RocksDB ([`crate::Store`]) in a
+/// member, the simulated disk ([`crate::sim_disk::SimStore`]) in the
+/// whole-member simulator. Both run exactly this module.
+pub(crate) trait ApplyTarget {
+    /// The writes of a run of entries, committed by the backend in one go.
+    type Batch: Default;
+    /// The store's bounds (path and data sizes).
+    fn config(&self) -> &StoreConfig;
+    /// The applied record at `path` (the in-memory tree).
+    fn read_node(&self, path: &str) -> Option<NodeRecord>;
+    /// Whether session `id` is live in the applied state.
+    fn session_exists(&self, id: SessionId) -> Result<bool, StoreError>;
+    /// Paths of the ephemerals owned by session `id`, sorted bytewise.
+    fn ephemerals_of(&self, id: SessionId) -> Result<Vec<String>, StoreError>;
+    /// The holder of `scope`'s `name` in the applied state (see `Store::holder`).
+    fn holder(&self, scope: FenceScope, name: &str) -> Result<Option<(String, Stat)>, TxnError>;
+    /// Adds a put of `key` in column family `cf` to `batch`.
+    fn put(
+        &self,
+        batch: &mut Self::Batch,
+        cf: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Adds a delete of `key` in column family `cf` to `batch`.
+    fn delete(
+        &self,
+        batch: &mut Self::Batch,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<(), StoreError>;
+}
+
+/// Applies `entries` (ascending zxids above `last`) to `target` exactly as
+/// one by one would, calling `write_run(run, last zxid of the run)` for
+/// each run of tree entries, and alone for each session entry (those read
+/// the session indexes, so the entries before them must be written first).
+/// The loop of `Store::apply_batch` and of the simulated store.
+pub(crate) fn apply_entries<'e, T: ApplyTarget>(
+    target: &T,
+    mut last: u64,
+    entries: impl IntoIterator<Item = (Zxid, &'e Entry)>,
+    mut write_run: impl FnMut(&mut Run<T::Batch>, u64) -> Result<(), StoreError>,
+) -> Result<Vec<Applied>, StoreError> {
+    let mut run = Run::default();
+    let mut out = Vec::new();
+    for (zxid, entry) in entries {
+        assert!(
+            zxid.0 > last,
+            "apply: zxid {zxid} is not above last_applied {}",
+            Zxid(last)
+        );
+        let alone = entry.txn.reads_session_indexes();
+        if alone && !run.is_empty() {
+            write_run(&mut run, last)?;
+        }
+        let (outcome, events) = apply_entry(target, &mut run, zxid, entry)?;
+        last = zxid.0;
+        if alone {
+            write_run(&mut run, last)?;
+        }
+        out.push(Applied {
+            zxid,
+            outcome,
+            events,
+        });
+    }
+    if !run.is_empty() {
+        write_run(&mut run, last)?;
+    }
+    Ok(out)
+}
 
 /// Why an op stopped: a deterministic txn error, or a fatal storage error.
 enum Fail {
@@ -64,8 +138,8 @@ struct Slot {
 }
 
 /// Pending changes of one entry on top of the run's and the store's tree.
-struct Overlay<'s> {
-    store: &'s Store,
+struct Overlay<'s, T: ApplyTarget> {
+    store: &'s T,
     /// Node changes of the earlier entries of the run.
     pending: &'s mut HashMap<String, Option<NodeRecord>>,
     zxid: Zxid,
@@ -80,20 +154,29 @@ pub(crate) type NodeChanges = Vec<(String, Option<NodeRecord>)>;
 /// Entries applied but not yet written: their RocksDB writes in one batch,
 /// and their node changes (the last one per path), which later entries of
 /// the run read before the in-memory tree.
-#[derive(Default)]
-pub(crate) struct Run {
-    batch: WriteBatch,
+pub(crate) struct Run<B> {
+    batch: B,
     nodes: HashMap<String, Option<NodeRecord>>,
     entries: usize,
 }
 
-impl Run {
+impl<B: Default> Default for Run<B> {
+    fn default() -> Run<B> {
+        Run {
+            batch: B::default(),
+            nodes: HashMap::new(),
+            entries: 0,
+        }
+    }
+}
+
+impl<B: Default> Run<B> {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries == 0
     }
 
     /// The batch and the node changes; the run is empty afterwards.
-    pub(crate) fn take(&mut self) -> (WriteBatch, NodeChanges) {
+    pub(crate) fn take(&mut self) -> (B, NodeChanges) {
         self.entries = 0;
         (
             std::mem::take(&mut self.batch),
@@ -109,9 +192,9 @@ type Effects = (TxnOutcome, Vec<ChangeEvent>);
 /// entries before it in `run`, and adds its writes (everything except
 /// `last_applied`) and node changes to `run`. A failed op or multi adds
 /// nothing.
-pub(crate) fn apply_entry(
-    store: &Store,
-    run: &mut Run,
+pub(crate) fn apply_entry<T: ApplyTarget>(
+    store: &T,
+    run: &mut Run<T::Batch>,
     zxid: Zxid,
     entry: &Entry,
 ) -> Result<Effects, StoreError> {
@@ -133,10 +216,10 @@ pub(crate) fn apply_entry(
 }
 
 /// [`apply_entry`] for one txn (a fenced txn recurses into the txn it guards).
-fn apply_txn(
-    store: &Store,
-    batch: &mut WriteBatch,
-    mut ov: Overlay<'_>,
+fn apply_txn<T: ApplyTarget>(
+    store: &T,
+    batch: &mut T::Batch,
+    mut ov: Overlay<'_, T>,
     zxid: Zxid,
     time_ms: u64,
     txn: &Txn,
@@ -169,7 +252,7 @@ fn apply_txn(
         }
         Txn::CreateSession { timeout_ms } => {
             let id: SessionId = zxid.0;
-            batch.put_cf(store.cf(CF_SESSIONS)?, u64_key(id), u64_key(*timeout_ms));
+            store.put(batch, CF_SESSIONS, &u64_key(id), &u64_key(*timeout_ms))?;
             Ok((
                 TxnOutcome::SessionCreated {
                     id,
@@ -203,7 +286,7 @@ fn apply_txn(
                     }
                 }
             }
-            batch.delete_cf(store.cf(CF_SESSIONS)?, u64_key(*id));
+            store.delete(batch, CF_SESSIONS, &u64_key(*id))?;
             let events = ov.commit(batch)?;
             Ok((TxnOutcome::SessionClosed(Ok(deleted)), events))
         }
@@ -211,7 +294,7 @@ fn apply_txn(
             let mut paths = Vec::new();
             for cand in candidates {
                 if cand.path == "/"
-                    || validate_path(&cand.path, store.config.max_path_bytes).is_err()
+                    || validate_path(&cand.path, store.config().max_path_bytes).is_err()
                 {
                     continue;
                 }
@@ -240,10 +323,10 @@ fn apply_txn(
 /// A fenced txn: `txn` applies only while `fence.token` is the czxid of the
 /// lowest contender of `scope`'s `fence.lock`; otherwise `Fenced`.
 #[allow(clippy::too_many_arguments)]
-fn apply_fenced(
-    store: &Store,
-    batch: &mut WriteBatch,
-    ov: Overlay<'_>,
+fn apply_fenced<T: ApplyTarget>(
+    store: &T,
+    batch: &mut T::Batch,
+    ov: Overlay<'_, T>,
     zxid: Zxid,
     time_ms: u64,
     scope: FenceScope,
@@ -292,7 +375,7 @@ fn bad_arguments(message: &str) -> TxnError {
     }
 }
 
-impl Overlay<'_> {
+impl<T: ApplyTarget> Overlay<'_, T> {
     /// The node at `path` as earlier ops of this entry left it.
     fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, StoreError> {
         if let Some(slot) = self.nodes.get(path) {
@@ -353,7 +436,7 @@ impl Overlay<'_> {
             } => self.set(path, data, *version),
             Op::Delete { path, version } => self.delete(path, *version),
             Op::Check { path, version } => {
-                validate_path(path, self.store.config.max_path_bytes)?;
+                validate_path(path, self.store.config().max_path_bytes)?;
                 let rec = self
                     .node(path)?
                     .ok_or_else(|| TxnError::NoNode { path: path.clone() })?;
@@ -364,7 +447,7 @@ impl Overlay<'_> {
     }
 
     fn check_data(&self, data: &Bytes) -> Result<(), TxnError> {
-        let limit = self.store.config.max_data_bytes;
+        let limit = self.store.config().max_data_bytes;
         if data.len() > limit {
             return Err(TxnError::TooLarge {
                 size: data.len(),
@@ -397,7 +480,7 @@ impl Overlay<'_> {
         } else {
             path.to_string()
         };
-        validate_path(&shape, self.store.config.max_path_bytes)?;
+        validate_path(&shape, self.store.config().max_path_bytes)?;
         self.check_data(data)?;
         if mode.is_ephemeral() && !self.store.session_exists(session)? {
             return Err(TxnError::SessionExpired { id: session }.into());
@@ -454,7 +537,7 @@ impl Overlay<'_> {
     }
 
     fn set(&mut self, path: &str, data: &Bytes, version: i32) -> Result<OpResult, Fail> {
-        validate_path(path, self.store.config.max_path_bytes)?;
+        validate_path(path, self.store.config().max_path_bytes)?;
         self.check_data(data)?;
         let mut rec = self.node(path)?.ok_or_else(|| TxnError::NoNode {
             path: path.to_string(),
@@ -475,7 +558,7 @@ impl Overlay<'_> {
     }
 
     fn delete(&mut self, path: &str, version: i32) -> Result<OpResult, Fail> {
-        validate_path(path, self.store.config.max_path_bytes)?;
+        validate_path(path, self.store.config().max_path_bytes)?;
         if path == "/" {
             return Err(bad_arguments("the root cannot be deleted").into());
         }
@@ -521,50 +604,53 @@ impl Overlay<'_> {
 
     /// Writes every changed node and the index entries derived from it,
     /// hands the node changes to the run, and returns the events.
-    fn commit(self, batch: &mut WriteBatch) -> Result<Vec<ChangeEvent>, StoreError> {
-        let changes_cf = self.store.cf(CF_CHANGES)?;
+    fn commit(self, batch: &mut T::Batch) -> Result<Vec<ChangeEvent>, StoreError> {
+        let store = self.store;
         for (index, event) in self.events.iter().enumerate() {
             let index = u32::try_from(index).map_err(|_| StoreError::Corrupt {
                 what: "change history",
                 detail: format!("entry {} made more than u32::MAX changes", self.zxid),
             })?;
-            batch.put_cf(
-                changes_cf,
-                change_key(self.zxid.0, index),
-                crate::changes::encode_change(event),
-            );
+            store.put(
+                batch,
+                CF_CHANGES,
+                &change_key(self.zxid.0, index),
+                &crate::changes::encode_change(event),
+            )?;
         }
-        let nodes_cf = self.store.cf(CF_NODES)?;
-        let eph_cf = self.store.cf(CF_EPHEMERALS)?;
-        let reap_cf = self.store.cf(CF_REAP)?;
         for (path, slot) in self.nodes {
             if !slot.dirty {
                 continue;
             }
             let key = node_key(&path);
             match &slot.after {
-                Some(rec) => batch.put_cf(nodes_cf, &key, rec.encode()),
-                None => batch.delete_cf(nodes_cf, &key),
+                Some(rec) => store.put(batch, CF_NODES, &key, &rec.encode())?,
+                None => store.delete(batch, CF_NODES, &key)?,
             }
             let owner = |r: &Option<NodeRecord>| r.as_ref().map_or(0, |r| r.stat.ephemeral_owner);
             let (old_owner, new_owner) = (owner(&slot.before), owner(&slot.after));
             if old_owner != new_owner {
                 if old_owner != 0 {
-                    batch.delete_cf(eph_cf, ephemeral_key(old_owner, &path));
+                    store.delete(batch, CF_EPHEMERALS, &ephemeral_key(old_owner, &path))?;
                 }
                 if new_owner != 0 {
-                    batch.put_cf(eph_cf, ephemeral_key(new_owner, &path), []);
+                    store.put(batch, CF_EPHEMERALS, &ephemeral_key(new_owner, &path), &[])?;
                 }
             }
             let old_due = slot.before.as_ref().and_then(NodeRecord::due_ms);
             let new_due = slot.after.as_ref().and_then(NodeRecord::due_ms);
             if let Some(due) = old_due {
                 if old_due != new_due {
-                    batch.delete_cf(reap_cf, reap_key(due, &path));
+                    store.delete(batch, CF_REAP, &reap_key(due, &path))?;
                 }
             }
             if let (Some(due), Some(rec)) = (new_due, &slot.after) {
-                batch.put_cf(reap_cf, reap_key(due, &path), u64_key(rec.stat.czxid));
+                store.put(
+                    batch,
+                    CF_REAP,
+                    &reap_key(due, &path),
+                    &u64_key(rec.stat.czxid),
+                )?;
             }
             self.pending.insert(path, slot.after);
         }

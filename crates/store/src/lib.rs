@@ -26,6 +26,7 @@ mod mem;
 mod path;
 mod record;
 mod replication;
+pub mod sim_disk;
 mod snapshot;
 mod types;
 mod wal;
@@ -267,34 +268,8 @@ impl Store {
         entries: impl IntoIterator<Item = (Zxid, &'e Entry)>,
     ) -> Result<Vec<Applied>, StoreError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut run = apply::Run::default();
-        let mut out = Vec::new();
-        let mut last = self.last_applied.load(Ordering::Acquire);
-        for (zxid, entry) in entries {
-            assert!(
-                zxid.0 > last,
-                "apply: zxid {zxid} is not above last_applied {}",
-                Zxid(last)
-            );
-            let alone = entry.txn.reads_session_indexes();
-            if alone && !run.is_empty() {
-                self.write_run(&mut run, last)?;
-            }
-            let (outcome, events) = apply::apply_entry(self, &mut run, zxid, entry)?;
-            last = zxid.0;
-            if alone {
-                self.write_run(&mut run, last)?;
-            }
-            out.push(Applied {
-                zxid,
-                outcome,
-                events,
-            });
-        }
-        if !run.is_empty() {
-            self.write_run(&mut run, last)?;
-        }
-        Ok(out)
+        let last = self.last_applied.load(Ordering::Acquire);
+        apply::apply_entries(self, last, entries, |run, last| self.write_run(run, last))
     }
 
     /// Writes a run's batch with `last_applied = last`, then its node
@@ -306,7 +281,7 @@ impl Store {
     /// entries above are applied again from the log (replayed at start by a
     /// standalone member, committed again by ZAB in a cluster). The log is
     /// not compacted above [`Store::durable_applied`], so they are there.
-    fn write_run(&self, run: &mut apply::Run, last: u64) -> Result<(), StoreError> {
+    fn write_run(&self, run: &mut apply::Run<WriteBatch>, last: u64) -> Result<(), StoreError> {
         let (mut batch, changes) = run.take();
         batch.put_cf(self.cf(CF_META)?, META_LAST_APPLIED, u64_key(last));
         let mut opts = WriteOptions::default();
@@ -341,7 +316,7 @@ impl Store {
         Zxid(self.durable_applied.load(Ordering::Acquire))
     }
 
-    fn mem_read(&self) -> RwLockReadGuard<'_, MemTree> {
+    pub(crate) fn mem_read(&self) -> RwLockReadGuard<'_, MemTree> {
         self.mem.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -470,12 +445,8 @@ impl Store {
         scope: FenceScope,
         name: &str,
     ) -> Result<Option<(String, Stat)>, TxnError> {
-        let dir = scope.dir(name, self.config.max_path_bytes)?;
-        let mem = self.mem_read();
-        Ok(mem.first_child(&dir, is_contender_name).and_then(|child| {
-            let path = format!("{dir}/{child}");
-            mem.get(&path).map(|rec| (path, rec.stat))
-        }))
+        self.mem_read()
+            .holder(scope, name, self.config.max_path_bytes)
     }
 
     /// Every contender of lock `name` in queue order (the holder first):
@@ -595,5 +566,50 @@ impl Store {
     pub(crate) fn wal_syncs(&self) -> u64 {
         self.db_opts
             .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+}
+
+impl apply::ApplyTarget for Store {
+    type Batch = WriteBatch;
+
+    fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn read_node(&self, path: &str) -> Option<NodeRecord> {
+        Store::read_node(self, path)
+    }
+
+    fn session_exists(&self, id: SessionId) -> Result<bool, StoreError> {
+        Store::session_exists(self, id)
+    }
+
+    fn ephemerals_of(&self, id: SessionId) -> Result<Vec<String>, StoreError> {
+        Store::ephemerals_of(self, id)
+    }
+
+    fn holder(&self, scope: FenceScope, name: &str) -> Result<Option<(String, Stat)>, TxnError> {
+        Store::holder(self, scope, name)
+    }
+
+    fn put(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        batch.put_cf(self.cf(cf)?, key, value);
+        Ok(())
+    }
+
+    fn delete(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        batch.delete_cf(self.cf(cf)?, key);
+        Ok(())
     }
 }

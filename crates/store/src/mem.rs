@@ -48,6 +48,21 @@ impl MemTree {
         Ok(tree)
     }
 
+    /// A tree of these records (the simulated disk's `nodes`).
+    pub(crate) fn from_records(
+        records: impl IntoIterator<Item = (String, NodeRecord)>,
+        applied: u64,
+    ) -> MemTree {
+        let mut tree = MemTree {
+            applied,
+            ..MemTree::default()
+        };
+        for (path, rec) in records {
+            tree.insert(path, rec);
+        }
+        tree
+    }
+
     fn insert(&mut self, path: String, rec: NodeRecord) {
         if !self.nodes.contains_key(path.as_str()) {
             if let Some((parent, name)) = split_parent(&path) {
@@ -101,6 +116,23 @@ impl MemTree {
             .iter()
             .find(|name| keep(name))
             .map(|name| name.to_string())
+    }
+
+    /// The holder of `scope`'s `name`: its lowest-sequence contender's path
+    /// and stat (see `Store::holder`).
+    pub(crate) fn holder(
+        &self,
+        scope: crate::FenceScope,
+        name: &str,
+        max_path_bytes: usize,
+    ) -> Result<Option<(String, crate::Stat)>, crate::TxnError> {
+        let dir = scope.dir(name, max_path_bytes)?;
+        Ok(self
+            .first_child(&dir, crate::is_contender_name)
+            .and_then(|child| {
+                let path = format!("{dir}/{child}");
+                self.get(&path).map(|rec| (path, rec.stat))
+            }))
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&NodeRecord> {

@@ -201,6 +201,10 @@ pub enum Message {
         epoch: u32,
         /// The leader's commit zxid.
         commit: Zxid,
+        /// The leader's last proposed zxid: every entry up to it went to
+        /// this follower before this heartbeat, on the same FIFO link. A
+        /// follower whose log ends below it lost a message and resyncs.
+        last: Zxid,
         /// The leader's current read round.
         read_round: u64,
     },

@@ -38,9 +38,9 @@
 //! member knew changes, every write still waiting is answered `Unavailable`
 //! (its fate is unknown: it may or may not commit under the next leader).
 
-mod batching;
-mod keepalive;
-mod log_sync;
+pub(crate) mod batching;
+pub(crate) mod keepalive;
+pub(crate) mod log_sync;
 mod log_tail;
 mod log_view;
 mod snapshot;

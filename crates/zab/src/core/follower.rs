@@ -180,8 +180,20 @@ impl Core {
             Message::Heartbeat {
                 epoch: e,
                 commit,
+                last,
                 read_round,
             } if e == epoch && self.past_newleader() => {
+                if last > self.last_zxid || commit > self.last_zxid {
+                    // The leader sent entries up to `last` before this
+                    // heartbeat on the same FIFO link, and we do not have
+                    // them: a message was lost (a broken link). Waiting for
+                    // the next proposal to reveal the gap leaves this member
+                    // behind, and the leader's last proposals uncommitted,
+                    // for as long as the ensemble stays idle (found by the
+                    // whole-member simulator, seeds 43 and 70): resynchronize.
+                    self.abandon_leader();
+                    return;
+                }
                 self.learn_commit(commit);
                 let acked = match self.fl() {
                     Some(f) if f.acks_enabled => f.last_ack_sent,

@@ -852,6 +852,7 @@ impl Core {
 
     fn send_heartbeats(&mut self) {
         let commit = self.committed;
+        let last = self.last_zxid;
         let Some(ld) = self.ld() else { return };
         let epoch = ld.epoch;
         let read_round = ld.read_round;
@@ -867,6 +868,7 @@ impl Core {
                 Message::Heartbeat {
                     epoch,
                     commit,
+                    last,
                     read_round,
                 },
             );

@@ -326,6 +326,61 @@ fn follower_that_sees_a_gap_in_proposals_returns_to_election() {
 }
 
 #[test]
+fn follower_that_lost_the_last_proposals_resyncs_on_the_next_heartbeat() {
+    // Whole-member simulator seeds 43 and 70: a broken link dropped the
+    // leader's last PROPOSALs and the idle ensemble sent no other, so the
+    // gap was never seen: the follower stayed behind (43), or the entries
+    // stayed uncommitted with their writes waiting (70).
+    let mut log = MemLog::new();
+    let mut c = synced_follower(&mut log);
+    c.step(
+        &log,
+        1,
+        Message::NewLeader {
+            epoch: 1,
+            last_zxid: z(1, 2),
+        },
+    )
+    .unwrap();
+    let hb = |commit, last| Message::Heartbeat {
+        epoch: 1,
+        commit,
+        last,
+        read_round: 0,
+    };
+    let a = c.step(&log, 1, hb(z(1, 1), z(1, 2))).unwrap();
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::RoleChanged { .. })),
+        "a heartbeat within the log keeps the follower: {a:?}"
+    );
+    let looking = Action::RoleChanged {
+        role: Role::Looking,
+        leader: None,
+        epoch: 0,
+        serving: false,
+    };
+    // Seed 70: the leader's last proposals were lost; nothing committed them.
+    {
+        let mut log2 = MemLog::new();
+        let mut c2 = synced_follower(&mut log2);
+        c2.step(
+            &log2,
+            1,
+            Message::NewLeader {
+                epoch: 1,
+                last_zxid: z(1, 2),
+            },
+        )
+        .unwrap();
+        let a = c2.step(&log2, 1, hb(z(1, 2), z(1, 4))).unwrap();
+        assert_eq!(a[0], looking);
+    }
+    // Seed 43: committed entries were lost.
+    let a = c.step(&log, 1, hb(z(1, 3), z(1, 3))).unwrap();
+    assert_eq!(a[0], looking);
+}
+
+#[test]
 fn follower_applies_trunc_as_a_truncate_action() {
     let mut log = MemLog::new();
     log.append(&[entry(1, 1), entry(1, 2), entry(1, 3)])
@@ -581,6 +636,7 @@ fn leader_establishes_after_newleader_quorum_and_then_commits_only_with_quorum_a
             msg: Message::Heartbeat {
                 epoch: 2,
                 commit: z(2, 1),
+                last: z(2, 1),
                 read_round: 1
             }
         }]

@@ -21,19 +21,21 @@ pub enum Packet {
     },
 }
 
-/// All links of an `n`-member cluster (ids 1..=n).
+/// All links of an `n`-member cluster (ids 1..=n), carrying packets of type
+/// `P` (the core simulator's [`Packet`]; the whole-member simulator of
+/// `keeper-server` carries its members' peer messages).
 #[derive(Debug)]
-pub struct Network {
+pub struct Network<P = Packet> {
     n: usize,
-    links: Vec<VecDeque<(u64, Packet)>>,
+    links: Vec<VecDeque<(u64, P)>>,
     last_due: Vec<u64>,
     /// Partition group per member (index id-1) while a partition is active.
     groups: Option<Vec<u8>>,
 }
 
-impl Network {
+impl<P: Clone> Network<P> {
     /// Empty links for `n` members.
-    pub fn new(n: usize) -> Network {
+    pub fn new(n: usize) -> Network<P> {
         Network {
             n,
             links: vec![VecDeque::new(); n * n],
@@ -55,7 +57,7 @@ impl Network {
     }
 
     /// Queues `p` on link from->to, delivered at `due` or later (FIFO).
-    pub fn push(&mut self, from: NodeId, to: NodeId, due: u64, p: Packet) {
+    pub fn push(&mut self, from: NodeId, to: NodeId, due: u64, p: P) {
         let i = self.idx(from, to);
         let due = due.max(self.last_due[i]);
         self.last_due[i] = due;
@@ -119,7 +121,7 @@ impl Network {
     }
 
     /// Pops the head of link `i` if it is due: (from, to, packet).
-    pub fn pop(&mut self, i: usize, now: u64) -> Option<(NodeId, NodeId, Packet)> {
+    pub fn pop(&mut self, i: usize, now: u64) -> Option<(NodeId, NodeId, P)> {
         match self.links[i].front() {
             Some((due, _)) if *due <= now => {}
             _ => return None,

@@ -32,7 +32,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    pub(crate) fn new(invariant: &'static str, detail: String) -> Violation {
+    pub fn new(invariant: &'static str, detail: String) -> Violation {
         Violation { invariant, detail }
     }
 }

@@ -54,6 +54,24 @@ impl PrefixConsistency {
         Ok(())
     }
 
+    /// `node` restarted from a disk that holds only its first `len`
+    /// deliveries (its applied state was not all durable; the whole-member
+    /// simulator's stores lose what was not flushed). It delivers the rest
+    /// again, and each must match the global sequence as before.
+    pub fn on_restart(&mut self, node: NodeId, len: usize) -> Result<(), Violation> {
+        let have = self.position(node);
+        if len > have {
+            return Err(Violation::new(
+                "PrefixConsistency",
+                format!("member {node} restarted with {len} transactions applied, more than the {have} it delivered"),
+            ));
+        }
+        if let Some(l) = self.len.get_mut(node as usize) {
+            *l = len;
+        }
+        Ok(())
+    }
+
     /// `node`'s state was replaced by the first `len` global transactions.
     pub fn on_snapshot(&mut self, node: NodeId, len: usize) -> Result<(), Violation> {
         let have = self.position(node);
@@ -83,6 +101,17 @@ mod tests {
         c.on_deliver(1, (Zxid::new(1, 2), 11)).unwrap();
         let v = c.on_deliver(2, (Zxid::new(1, 2), 99)).unwrap_err();
         assert_eq!(v.invariant, "PrefixConsistency");
+    }
+
+    #[test]
+    fn a_restart_rewinds_but_never_advances_a_member() {
+        let mut c = PrefixConsistency::new(2);
+        c.on_deliver(1, (Zxid::new(1, 1), 1)).unwrap();
+        c.on_deliver(1, (Zxid::new(1, 2), 2)).unwrap();
+        assert!(c.on_restart(1, 3).is_err());
+        c.on_restart(1, 1).unwrap();
+        assert!(c.on_deliver(1, (Zxid::new(1, 2), 9)).is_err());
+        c.on_deliver(1, (Zxid::new(1, 2), 2)).unwrap();
     }
 
     #[test]
