@@ -94,6 +94,12 @@ pub enum Event {
         req: ReqId,
         verdict: KeepaliveVerdict,
     },
+    /// Answer a client's linearizable read: the applied zxid it was served
+    /// at (at least the barrier's), or why not.
+    ReadDone {
+        req: ReqId,
+        result: Result<Zxid, String>,
+    },
     /// The leader proposed these entries (zxid, payload).
     Broadcast(Vec<(Zxid, u64)>),
     /// Entries applied by this member, in order.
@@ -151,6 +157,9 @@ pub enum Mutation {
     EndedWhenNotApplied,
     /// Compaction ignores what the store has on disk.
     CompactAboveFlushed,
+    /// A linearizable read is answered when its barrier passes, without
+    /// waiting until this member applied the barrier's zxid.
+    ReadSkipsTheApplyWait,
 }
 
 /// Bounds of the simulated driver (the seed's draw).
@@ -226,6 +235,12 @@ pub struct Running {
     applier: VecDeque<(u64, Vec<Committed>)>,
     /// The driver's own forwarding state (`zab_driver/forwarding.rs`).
     forwards: Forwards<ReqId>,
+    /// Linearizable reads waiting for their barrier (`Driver::reads`).
+    reads: HashMap<u64, ReqId>,
+    next_read: u64,
+    /// Reads whose barrier passed, waiting until this member applied its
+    /// zxid (the HTTP layer's wait for the applied zxid).
+    read_waits: Vec<(Zxid, ReqId)>,
     pub keepalives: Keepalives<ReqId>,
     pub leases: Leases,
     pub known: (Role, Option<NodeId>, u32, bool),
@@ -340,6 +355,9 @@ impl SimMember {
                 bounds.max_batch_bytes,
                 bounds.max_pending_forwards,
             ),
+            reads: HashMap::new(),
+            next_read: 1,
+            read_waits: Vec::new(),
             keepalives: Keepalives::new(bounds.keepalive.clone(), now.instant),
             leases: Leases::rebuild(&sessions, now.instant),
             known: (Role::Looking, None, 0, false),
@@ -652,6 +670,17 @@ impl SimMember {
         self.flush_forwards(out);
     }
 
+    /// A client's linearizable read on this member (`Cmd::Read`): a read
+    /// barrier through the core, then a wait until applied.
+    pub fn client_read(&mut self, req: ReqId, now: Now, out: &mut Out) {
+        let r = self.r();
+        let ctx = r.next_read;
+        r.next_read += 1;
+        r.reads.insert(ctx, req);
+        let actions = r.core.read_index(ctx);
+        self.execute(actions, now, out);
+    }
+
     /// A client's keepalive on this member.
     pub fn client_keepalive(&mut self, req: ReqId, id: SessionId, now: Now, out: &mut Out) {
         if self.bounds.mutation == Some(Mutation::FollowerAcksLocally) && !self.serving_leader() {
@@ -817,7 +846,29 @@ impl SimMember {
                     self.r().keepalives.round_failed(ctx);
                     self.keepalive_effects(out);
                 }
-                Action::ReadReady { .. } | Action::ReadFailed { .. } => {}
+                Action::ReadReady { ctx, zxid } => {
+                    let applied = self.applied();
+                    let skip = self.bounds.mutation == Some(Mutation::ReadSkipsTheApplyWait);
+                    let r = self.r();
+                    if let Some(req) = r.reads.remove(&ctx) {
+                        if zxid <= applied || skip {
+                            out.events.push(Event::ReadDone {
+                                req,
+                                result: Ok(applied),
+                            });
+                        } else {
+                            r.read_waits.push((zxid, req));
+                        }
+                    }
+                }
+                Action::ReadFailed { ctx } => {
+                    if let Some(req) = self.r().reads.remove(&ctx) {
+                        out.events.push(Event::ReadDone {
+                            req,
+                            result: Err("read barrier failed".into()),
+                        });
+                    }
+                }
             }
         }
     }
@@ -912,6 +963,21 @@ impl SimMember {
             });
         }
         out.events.push(Event::Applied(done));
+        let applied = self.applied();
+        if let Some(r) = self.run.as_mut() {
+            let mut i = 0;
+            while i < r.read_waits.len() {
+                if r.read_waits[i].0 <= applied {
+                    let (_, req) = r.read_waits.remove(i);
+                    out.events.push(Event::ReadDone {
+                        req,
+                        result: Ok(applied),
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+        }
         for (req, zxid, outcome) in answers {
             out.events.push(Event::WriteDone {
                 req,
