@@ -16,7 +16,7 @@ CHAOS_SEED ?=
 export CARGO_BUILD_JOBS := $(JOBS)
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: deps build run test lint fmt sim bench bench-locks chaos cluster cluster-stop docker k8s-validate clean
+.PHONY: deps build run test lint fmt sim bench bench-locks chaos api-fuzz cluster cluster-stop docker k8s-validate clean
 
 ## deps: install the system packages the build needs (libclang for RocksDB's bindgen, a C++ compiler).
 deps:
@@ -65,6 +65,11 @@ chaos: deps
 	$(TARGET_DIR)/release/keeper-chaos --runs $(CHAOS_RUNS) --duration-secs $(CHAOS_SECS) \
 		--members $(CHAOS_MEMBERS) --schedule $(CHAOS_SCHEDULE) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
 		--out $(TARGET_DIR)/chaos
+
+## api-fuzz: Schemathesis (PyPI) fuzzes a fresh standalone member against api/openapi.yaml for
+## FUZZ_SECS (180) s; FUZZ_SEED=N reproduces a run. See scripts/api-fuzz.sh and docs/testing.md.
+api-fuzz: deps
+	./scripts/api-fuzz.sh
 
 ## cluster: start a local 3-member cluster (client ports 7181-7183, state in ./.cluster).
 cluster: deps

@@ -403,7 +403,7 @@ async fn finish_watches(
                 li,
                 Call::Set {
                     key: workload::WATCHED.into(),
-                    value: "fence".into(),
+                    value: crate::check::watches::FENCE_VALUE.into(),
                     version: -1,
                     fence: None,
                 },

@@ -28,7 +28,8 @@
 //!   create (`created` at its `czxid`) under the prefix whose zxid lies in a
 //!   segment's window is among that segment's changes; the reference is held to
 //!   the same;
-//! - **liveness**: after healing every watcher's coverage reaches the fence.
+//! - **liveness**: after healing every watcher's coverage reaches the fence (the
+//!   acknowledged set of the prefix itself to [`FENCE_VALUE`]).
 
 use super::linearizable::describe;
 use super::Verdict;
@@ -71,6 +72,9 @@ fn expected_changes(op: &Op, prefix: &str) -> Vec<(u64, &'static str, String)> {
     out.retain(|(_, _, p)| under(p));
     out
 }
+
+/// The value of the fence write after healing (a set of the watched prefix).
+pub const FENCE_VALUE: &str = "fence";
 
 fn window(s: &WatchSegment) -> Option<(u64, u64)> {
     let start = s.start_zxid?;
@@ -144,6 +148,17 @@ pub fn check(history: &History) -> Verdict {
             }
         }
     }
+    // The fence: the acknowledged set of the prefix itself to "fence" after
+    // healing. (Not the reference's coverage, which may go past it: a
+    // progress event names a later zxid.)
+    let fence = history
+        .ops
+        .iter()
+        .filter(|o| {
+            matches!(&o.call, Call::Set { key, value, .. } if *key == prefix && value == FENCE_VALUE)
+        })
+        .filter_map(|o| o.node().map(|n| n.mzxid))
+        .max();
     let mut compacted = 0usize;
     let mut resumed = 0usize;
     let mut events = 0usize;
@@ -316,8 +331,7 @@ pub fn check(history: &History) -> Verdict {
             judge_acked(s, &mut violations);
             prev_window = Some((lo, hi, s));
         }
-        if let Some(r) = reference {
-            let fence = r.covered_zxid.unwrap_or(0);
+        if let Some(fence) = fence {
             let reached = segs
                 .iter()
                 .filter_map(|s| s.covered_zxid)
@@ -421,6 +435,13 @@ mod tests {
         let mut b = Builder::default();
         b.set(1, "/c/a", "x", (0, 5), ok(Some(seen("x", 1, 12))));
         b.set(1, "/c/d", "y", (6, 9), ok(Some(seen("y", 1, 15))));
+        b.set(
+            1,
+            "/c",
+            FENCE_VALUE,
+            (20, 30),
+            ok(Some(seen(FENCE_VALUE, 1, 16))),
+        );
         let mut h = b.history();
         h.watches = watches;
         h
@@ -440,6 +461,18 @@ mod tests {
         let v = check(&h);
         assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
         assert!(v.checked.contains("3 resumed"), "{}", v.checked);
+    }
+
+    #[test]
+    fn a_reference_covering_past_the_fence_does_not_move_it() {
+        // Regression (campaign seed 12002): the reference replay's last
+        // progress event named a zxid after the fence; the watchers, which
+        // stop at the fence, were wrongly held to it.
+        let mut r = reference();
+        r.covered_zxid = Some(17);
+        let h = history(vec![seg(1, 0, Some(10), (10, 16), upto(10, 16)), r]);
+        let v = check(&h);
+        assert_eq!(v.result, VerdictKind::Valid, "{v:?}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::applier::AppliedView;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
-use crate::proposer::Proposer;
+use crate::proposer::{Proposer, Role};
 use crate::sessions::Sessions;
 use crate::watches::Hub;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -483,7 +483,24 @@ fn min_zxid(request: &Request) -> Result<Option<u64>, ApiError> {
 }
 
 /// Waits until `wanted` is applied, at most `min_zxid_wait_ms` (`504 Timeout` after).
+///
+/// A standalone member is the only one that mints zxids, and it commits a
+/// zxid before any client can see it: a `wanted` above its committed zxid
+/// names state that does not exist (a made-up value, or one from before its
+/// data was replaced), so it is `400 BadArguments` at once instead of a wait
+/// that cannot succeed. A cluster member cannot tell (a newer leader may
+/// have committed it), so it waits.
 async fn wait_min_zxid(state: &AppState, wanted: u64) -> Result<(), ApiError> {
+    if state.applied.applied_zxid().0 >= wanted {
+        return Ok(());
+    }
+    let status = state.proposer.status();
+    if status.role == Role::Standalone && wanted > status.committed_zxid.max(status.applied_zxid) {
+        return Err(ApiError::bad_arguments(format!(
+            "X-Keeper-Min-Zxid {wanted} is ahead of everything this member has committed ({})",
+            status.committed_zxid.max(status.applied_zxid)
+        )));
+    }
     let wait = Duration::from_millis(state.config.min_zxid_wait_ms);
     state
         .applied
