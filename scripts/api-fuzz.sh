@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make api-fuzz`: fuzzes the HTTP API against api/openapi.yaml with Schemathesis (PyPI),
-# the way an outside checker would: a fresh standalone `keeper` (release build) on a free
+# the way an outside checker would (every check; `positive_data_acceptance` excluded, see below): a fresh standalone `keeper` (release build) on a free
 # loopback port, every operation, examples + coverage + fuzzing phases, every check.
 # The member is stopped by PID on exit.
 #

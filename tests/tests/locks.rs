@@ -2,8 +2,8 @@
 //! members take one lock in turns and increment a counter with fenced
 //! writes. Bounded in time; the `Cluster` guard kills every process by PID.
 //!
-//! `KEEPER_LOCKS_ROUNDS` (default 10) sets how many times each of the eight
-//! clients takes the lock (the full check is 50).
+//! `KEEPER_LOCKS_ROUNDS` (default 50, the check; about 6 s in a
+//! debug build) sets how many times each of the eight clients takes the lock.
 
 use keeper_tests::{call, create, http_client, read, Cluster};
 use reqwest::Method;
@@ -19,7 +19,7 @@ fn rounds() -> usize {
     std::env::var("KEEPER_LOCKS_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(50)
 }
 
 async fn session(http: &reqwest::Client, url: &str) -> u64 {

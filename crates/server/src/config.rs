@@ -157,7 +157,9 @@ pub struct Config {
     /// How often an event stream sends a progress event with the zxid it
     /// has covered, in ms.
     pub watch_progress_interval_ms: u64,
-    /// Longest `wait_ms` of a one-shot watch, in ms (also its default).
+    /// Longest `wait_ms` of a one-shot watch, in ms (also its default). Kept
+    /// under the 10 s read timeout common in HTTP clients and proxies (and in
+    /// API fuzzers); a client polls again with `after_zxid`, losing nothing.
     pub max_watch_wait_ms: u64,
     /// Changes read from the history per step of a stream's replay.
     pub watch_replay_chunk: usize,
@@ -291,7 +293,7 @@ impl Default for Config {
             max_watches_per_stream: 64,
             watch_stream_buffer: 1_024,
             watch_progress_interval_ms: 1_000,
-            max_watch_wait_ms: 25_000,
+            max_watch_wait_ms: 9_000,
             watch_replay_chunk: 1_024,
             shutdown_grace_ms: 10_000,
             ready_max_lag_entries: 1_000,

@@ -19,6 +19,7 @@ struct Args {
     seed_start: u64,
     threads: usize,
     trace: bool,
+    stress_installs: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -27,6 +28,7 @@ fn parse() -> Result<Args, String> {
         seed_start: 0,
         threads: 2,
         trace: false,
+        stress_installs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,9 +42,10 @@ fn parse() -> Result<Args, String> {
             "--seed-start" => a.seed_start = num("--seed-start")?,
             "--threads" => a.threads = num("--threads")?.max(1) as usize,
             "--trace" => a.trace = true,
+            "--stress-installs" => a.stress_installs = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: member-sim --seeds N --seed-start S [--threads T] [--trace]".into(),
+                    "usage: member-sim --seeds N --seed-start S [--threads T] [--trace] [--stress-installs]".into(),
                 )
             }
             other => return Err(format!("unknown argument {other}")),
@@ -67,6 +70,7 @@ struct Totals {
     unavailable: u64,
     ended: u64,
     expired: u64,
+    reads: u64,
     failures: Vec<SeedReport>,
 }
 
@@ -86,6 +90,7 @@ impl Totals {
         self.unavailable += r.counts.keepalives_unavailable;
         self.ended += r.counts.keepalives_ended;
         self.expired += r.counts.expired;
+        self.reads += r.counts.reads_served;
     }
 }
 
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
     };
     let opts = SimOptions {
         trace: args.trace,
+        stress_installs: args.stress_installs,
         ..SimOptions::default()
     };
     let end = args.seed_start.saturating_add(args.seeds);
@@ -154,8 +160,8 @@ fn main() -> ExitCode {
         t.acked
     );
     println!(
-        "injected: crashes={} partitions={} disk_stalls={} snapshots_sent={} installed={}; sessions={} keepalives alive={} unavailable={} ended={} expired={}",
-        t.crashes, t.partitions, t.stalls, t.snapshots, t.installs, t.sessions, t.alive, t.unavailable, t.ended, t.expired
+        "injected: crashes={} partitions={} disk_stalls={} snapshots_sent={} installed={}; sessions={} keepalives alive={} unavailable={} ended={} expired={}; linearizable reads served={}",
+        t.crashes, t.partitions, t.stalls, t.snapshots, t.installs, t.sessions, t.alive, t.unavailable, t.ended, t.expired, t.reads
     );
     if t.failures.is_empty() {
         println!("no failures");

@@ -9,6 +9,7 @@
 
 use crate::sessions::{KeepaliveVerdict, Leases, Touch};
 use crate::zab_driver::batching::{txn_wire_bytes, BatchQueue};
+use crate::zab_driver::forwarding::{self, Forwards};
 use crate::zab_driver::keepalive::{self, KeepaliveBounds, Keepalives, LeaseBook, Standing};
 use crate::zab_driver::log_sync::{Durability, Persisted, SyncRequest};
 use bytes::Bytes;
@@ -93,6 +94,12 @@ pub enum Event {
         req: ReqId,
         verdict: KeepaliveVerdict,
     },
+    /// Answer a client's linearizable read: the applied zxid it was served
+    /// at (at least the barrier's), or why not.
+    ReadDone {
+        req: ReqId,
+        result: Result<Zxid, String>,
+    },
     /// The leader proposed these entries (zxid, payload).
     Broadcast(Vec<(Zxid, u64)>),
     /// Entries applied by this member, in order.
@@ -150,6 +157,9 @@ pub enum Mutation {
     EndedWhenNotApplied,
     /// Compaction ignores what the store has on disk.
     CompactAboveFlushed,
+    /// A linearizable read is answered when its barrier passes, without
+    /// waiting until this member applied the barrier's zxid.
+    ReadSkipsTheApplyWait,
 }
 
 /// Bounds of the simulated driver (the seed's draw).
@@ -223,9 +233,14 @@ pub struct Running {
     submitted: Zxid,
     /// Batches handed to the applier: (due tick, entries).
     applier: VecDeque<(u64, Vec<Committed>)>,
-    forwards: HashMap<u64, ReqId>,
-    forward_out: BatchQueue<(u64, Txn)>,
-    next_req: u64,
+    /// The driver's own forwarding state (`zab_driver/forwarding.rs`).
+    forwards: Forwards<ReqId>,
+    /// Linearizable reads waiting for their barrier (`Driver::reads`).
+    reads: HashMap<u64, ReqId>,
+    next_read: u64,
+    /// Reads whose barrier passed, waiting until this member applied its
+    /// zxid (the HTTP layer's wait for the applied zxid).
+    read_waits: Vec<(Zxid, ReqId)>,
     pub keepalives: Keepalives<ReqId>,
     pub leases: Leases,
     pub known: (Role, Option<NodeId>, u32, bool),
@@ -335,9 +350,14 @@ impl SimMember {
             waiters: HashMap::new(),
             submitted: self.store.last_applied(),
             applier: VecDeque::new(),
-            forwards: HashMap::new(),
-            forward_out: BatchQueue::new(bounds.max_batch_entries, bounds.max_batch_bytes),
-            next_req: 1,
+            forwards: Forwards::new(
+                bounds.max_batch_entries,
+                bounds.max_batch_bytes,
+                bounds.max_pending_forwards,
+            ),
+            reads: HashMap::new(),
+            next_read: 1,
+            read_waits: Vec::new(),
             keepalives: Keepalives::new(bounds.keepalive.clone(), now.instant),
             leases: Leases::rebuild(&sessions, now.instant),
             known: (Role::Looking, None, 0, false),
@@ -513,24 +533,17 @@ impl SimMember {
                 }
             }
             Peer::Forwarded { results } => {
-                for (req, result) in results {
-                    let Some(client) = r.forwards.remove(&req) else {
-                        continue;
-                    };
-                    match result {
-                        Ok(zxid) if zxid > submitted => {
-                            r.waiters.insert(zxid, Origin::Local(client));
+                for outcome in r.forwards.answered(results, submitted) {
+                    match outcome {
+                        forwarding::Outcome::Wait { zxid, reply } => {
+                            r.waiters.insert(zxid, Origin::Local(reply));
                         }
-                        Ok(zxid) => out.events.push(Event::WriteDone {
-                            req: client,
-                            result: Err(format!(
-                                "write got zxid {zxid} but its answer arrived late"
-                            )),
-                        }),
-                        Err(why) => out.events.push(Event::WriteDone {
-                            req: client,
-                            result: Err(why),
-                        }),
+                        forwarding::Outcome::Fail { reply, why } => {
+                            out.events.push(Event::WriteDone {
+                                req: reply,
+                                result: Err(why),
+                            })
+                        }
                     }
                 }
             }
@@ -633,30 +646,18 @@ impl SimMember {
 
     /// A client's write on this member (`Driver::on_cmds`).
     pub fn client_write(&mut self, req: ReqId, txn: Txn, now: Now, out: &mut Out) {
-        let max_forwards = self.bounds.max_pending_forwards;
         if self.serving_leader() {
             self.enqueue(txn, Origin::Local(req), out);
         } else {
             let r = self.r();
             if r.known.0 == Role::Following && r.known.3 {
-                if r.forwards.len() >= max_forwards {
+                if let Err((req, why)) = r.forwards.push(txn, req) {
                     out.events.push(Event::WriteDone {
                         req,
-                        result: Err("too many forwards".into()),
+                        result: Err(format!("{why:?}")),
                     });
                     return;
                 }
-                let bytes = txn_wire_bytes(&txn);
-                let id = r.next_req;
-                if r.forward_out.push((id, txn), bytes).is_err() {
-                    out.events.push(Event::WriteDone {
-                        req,
-                        result: Err("too large".into()),
-                    });
-                    return;
-                }
-                r.next_req += 1;
-                r.forwards.insert(id, req);
             } else {
                 out.events.push(Event::WriteDone {
                     req,
@@ -667,6 +668,17 @@ impl SimMember {
         }
         self.flush_proposals(now, false, out);
         self.flush_forwards(out);
+    }
+
+    /// A client's linearizable read on this member (`Cmd::Read`): a read
+    /// barrier through the core, then a wait until applied.
+    pub fn client_read(&mut self, req: ReqId, now: Now, out: &mut Out) {
+        let r = self.r();
+        let ctx = r.next_read;
+        r.next_read += 1;
+        r.reads.insert(ctx, req);
+        let actions = r.core.read_index(ctx);
+        self.execute(actions, now, out);
     }
 
     /// A client's keepalive on this member.
@@ -834,7 +846,29 @@ impl SimMember {
                     self.r().keepalives.round_failed(ctx);
                     self.keepalive_effects(out);
                 }
-                Action::ReadReady { .. } | Action::ReadFailed { .. } => {}
+                Action::ReadReady { ctx, zxid } => {
+                    let applied = self.applied();
+                    let skip = self.bounds.mutation == Some(Mutation::ReadSkipsTheApplyWait);
+                    let r = self.r();
+                    if let Some(req) = r.reads.remove(&ctx) {
+                        if zxid <= applied || skip {
+                            out.events.push(Event::ReadDone {
+                                req,
+                                result: Ok(applied),
+                            });
+                        } else {
+                            r.read_waits.push((zxid, req));
+                        }
+                    }
+                }
+                Action::ReadFailed { ctx } => {
+                    if let Some(req) = self.r().reads.remove(&ctx) {
+                        out.events.push(Event::ReadDone {
+                            req,
+                            result: Err("read barrier failed".into()),
+                        });
+                    }
+                }
             }
         }
     }
@@ -929,6 +963,21 @@ impl SimMember {
             });
         }
         out.events.push(Event::Applied(done));
+        let applied = self.applied();
+        if let Some(r) = self.run.as_mut() {
+            let mut i = 0;
+            while i < r.read_waits.len() {
+                if r.read_waits[i].0 <= applied {
+                    let (_, req) = r.read_waits.remove(i);
+                    out.events.push(Event::ReadDone {
+                        req,
+                        result: Ok(applied),
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+        }
         for (req, zxid, outcome) in answers {
             out.events.push(Event::WriteDone {
                 req,
@@ -1013,11 +1062,7 @@ impl SimMember {
     }
 
     fn fail_forwards(&mut self, why: &str, out: &mut Out) {
-        let r = self.r();
-        let mut reqs: Vec<(u64, ReqId)> = r.forwards.drain().collect();
-        reqs.sort_unstable();
-        r.forward_out.take_all();
-        for (_, req) in reqs {
+        for req in self.r().forwards.fail_all() {
             out.events.push(Event::WriteDone {
                 req,
                 result: Err(why.to_string()),
@@ -1118,30 +1163,28 @@ impl SimMember {
         }
     }
 
+    /// `Driver::flush_forwards` (a simulated send never fails at once: a
+    /// lost message breaks the link, which fails them all).
     fn flush_forwards(&mut self, out: &mut Out) {
-        loop {
-            let Some(r) = self.run.as_mut() else { return };
-            if r.forward_out.is_empty() {
+        let Some(r) = self.run.as_mut() else { return };
+        if r.forwards.nothing_to_send() {
+            return;
+        }
+        let leader = match r.known {
+            (Role::Following, Some(leader), _, true) => leader,
+            _ => {
+                for req in r.forwards.fail_unsent() {
+                    out.events.push(Event::WriteDone {
+                        req,
+                        result: Err("no leader".into()),
+                    });
+                }
                 return;
             }
-            let reqs = r.forward_out.take_batch();
-            match r.known {
-                (Role::Following, Some(leader), _, true) => {
-                    out.sends.push((leader, Peer::Forward { reqs }))
-                }
-                _ => {
-                    let rest = r.forward_out.take_all();
-                    for (id, _) in reqs.into_iter().chain(rest) {
-                        if let Some(req) = r.forwards.remove(&id) {
-                            out.events.push(Event::WriteDone {
-                                req,
-                                result: Err("no leader".into()),
-                            });
-                        }
-                    }
-                    return;
-                }
-            }
+        };
+        while !r.forwards.nothing_to_send() {
+            let reqs = r.forwards.take_batch();
+            out.sends.push((leader, Peer::Forward { reqs }));
         }
     }
 

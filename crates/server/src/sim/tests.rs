@@ -49,6 +49,32 @@ fn whole_member_simulator_slice_is_clean() {
 }
 
 #[test]
+fn install_stress_slice_is_clean() {
+    let opts = SimOptions {
+        stress_installs: true,
+        ..SimOptions::default()
+    };
+    let mut installs = 0;
+    for seed in 0..300 {
+        let r = run_seed(seed, &opts);
+        if let Some(f) = &r.failure {
+            panic!(
+                "seed {seed} (stress_installs) failed at tick {}: {}: {}\nreproduce: {}",
+                f.tick,
+                f.invariant,
+                f.detail,
+                r.reproduce_command()
+            );
+        }
+        installs += r.counts.installs;
+    }
+    assert!(
+        installs > 100,
+        "only {installs} installs under install stress"
+    );
+}
+
+#[test]
 fn a_seed_runs_the_same_twice() {
     let a = run_seed(
         7,
@@ -73,6 +99,7 @@ fn a_seed_runs_the_same_twice() {
 fn first_failure(mutation: Mutation, seeds: u64) -> Option<(u64, String)> {
     let opts = SimOptions {
         mutation: Some(mutation),
+        stress_installs: mutation == Mutation::InstallDeletesVisibleKeys,
         ..SimOptions::default()
     };
     (0..seeds).find_map(|seed| run_seed(seed, &opts).failure.map(|f| (seed, f.invariant)))
@@ -101,7 +128,7 @@ fn a_follower_acknowledging_keepalives_by_itself_is_caught() {
 fn an_install_that_deletes_only_visible_keys_is_caught() {
     caught(
         Mutation::InstallDeletesVisibleKeys,
-        2_000,
+        500,
         &["EqualAppliedEqualDigest", "ConvergedDigest"],
     );
 }
@@ -137,6 +164,15 @@ fn compacting_the_log_above_the_flushed_store_is_caught() {
             "PrimaryIntegrity",
             "QuorumDurability",
         ],
+    );
+}
+
+#[test]
+fn a_linearizable_read_that_does_not_wait_for_its_zxid_is_caught() {
+    caught(
+        Mutation::ReadSkipsTheApplyWait,
+        1_000,
+        &["LinearizableRead"],
     );
 }
 

@@ -111,6 +111,10 @@ pub struct SimOptions {
     pub trace: bool,
     /// A bug put back on purpose (the simulator's own tests).
     pub mutation: Option<Mutation>,
+    /// Stress snapshot installs over the seed's draw: small DIFF limits,
+    /// no background flushes (only compaction and checkpoints flush), and a
+    /// crash after every other install.
+    pub stress_installs: bool,
 }
 
 impl Default for SimOptions {
@@ -119,6 +123,7 @@ impl Default for SimOptions {
             liveness_bound_ticks: 2_000,
             trace: false,
             mutation: None,
+            stress_installs: false,
         }
     }
 }
@@ -149,6 +154,8 @@ pub struct MemberCounts {
     pub flushes: u64,
     pub installs: u64,
     pub compactions: u64,
+    pub reads_served: u64,
+    pub reads_failed: u64,
 }
 
 /// The result of one seed.
@@ -163,14 +170,21 @@ pub struct SeedReport {
     pub committed: usize,
     pub trace: Vec<String>,
     pub failure: Option<Failure>,
+    /// Run with `SimOptions::stress_installs`.
+    pub stress_installs: bool,
 }
 
 impl SeedReport {
     /// The one command that reproduces this seed, with a trace.
     pub fn reproduce_command(&self) -> String {
         format!(
-            "cargo run --release -p keeper-server --bin member-sim -- --seeds 1 --seed-start {} --trace",
-            self.seed
+            "cargo run --release -p keeper-server --bin member-sim -- --seeds 1 --seed-start {} --trace{}",
+            self.seed,
+            if self.stress_installs {
+                " --stress-installs"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -192,6 +206,12 @@ enum Pending {
     Keepalive {
         session: SessionId,
         sent_ms: u64,
+        started: u64,
+    },
+    /// A linearizable read; `floor` is the highest zxid of a write
+    /// acknowledged before it started.
+    Read {
+        floor: Zxid,
         started: u64,
     },
 }
@@ -247,8 +267,14 @@ struct World {
 /// Runs one seed to completion (or to its first failure).
 pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let plan = FaultPlan::draw(seed, &mut rng);
-    let mp = MemberPlan::draw(&mut rng);
+    let mut plan = FaultPlan::draw(seed, &mut rng);
+    let mut mp = MemberPlan::draw(&mut rng);
+    if opts.stress_installs {
+        plan.max_diff_entries = plan.max_diff_entries.min(4);
+        plan.compaction = plan.compaction.max(0.05);
+        mp.flush = 0.0;
+        mp.crash_after_install = 0.5;
+    }
     let mut w = World::new(seed, opts.clone(), plan, mp, rng);
     w.run();
     SeedReport {
@@ -261,6 +287,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedReport {
         committed: w.checker.prefix.global().len(),
         trace: std::mem::take(&mut w.trace),
         failure: w.failure.take(),
+        stress_installs: opts.stress_installs,
     }
 }
 
@@ -409,6 +436,9 @@ impl World {
             match self.pending.get(&r) {
                 Some((_, Pending::Keepalive { .. })) => {
                     self.keepalive_done(r, KeepaliveVerdict::Unavailable("connection reset".into()))
+                }
+                Some((_, Pending::Read { .. })) => {
+                    self.pending.remove(&r);
                 }
                 _ => self.write_done(r, Err("connection reset".into())),
             }
@@ -733,6 +763,7 @@ impl World {
             }
             Event::WriteDone { req, result } => self.write_done(req, result),
             Event::KeepaliveDone { req, verdict } => self.keepalive_done(req, verdict),
+            Event::ReadDone { req, result } => self.read_done(req, result),
         }
     }
 
@@ -783,9 +814,9 @@ impl World {
             .pending
             .iter()
             .filter(|(_, (_, p))| match p {
-                Pending::Write { started, .. } | Pending::CreateSession { started, .. } => {
-                    tick > started + 200
-                }
+                Pending::Write { started, .. }
+                | Pending::CreateSession { started, .. }
+                | Pending::Read { started, .. } => tick > started + 200,
                 Pending::Keepalive { started, .. } => tick > started + 200,
             })
             .map(|(r, _)| *r)
@@ -804,6 +835,9 @@ impl World {
         if self.phase == Phase::Faults {
             if self.rng.gen_bool(self.plan.propose) {
                 self.client_write();
+            }
+            if self.plan.read > 0.0 && self.rng.gen_bool(self.plan.read) {
+                self.client_read();
             }
             if self.rng.gen_bool(self.mp.session_open) && self.sessions.len() < 8 {
                 let t = self.rng.gen_range(
@@ -833,6 +867,49 @@ impl World {
             }
         }
         self.keepalives();
+    }
+
+    /// A linearizable read through a random member (`plan.read`).
+    fn client_read(&mut self) {
+        let target = self.random_member();
+        if !self.m(target).up() {
+            return;
+        }
+        let floor = self.acked.keys().next_back().copied().unwrap_or(Zxid::ZERO);
+        let req = self.next_req;
+        self.next_req += 1;
+        self.pending.insert(
+            req,
+            (
+                target,
+                Pending::Read {
+                    floor,
+                    started: self.tick,
+                },
+            ),
+        );
+        let now = self.now();
+        let mut out = Out::default();
+        self.m(target).client_read(req, now, &mut out);
+        self.process(target, out);
+    }
+
+    /// A linearizable read is served from a state that holds every write
+    /// acknowledged before it started.
+    fn read_done(&mut self, req: ReqId, result: Result<Zxid, String>) {
+        let Some((member, Pending::Read { floor, .. })) = self.pending.remove(&req) else {
+            return;
+        };
+        match result {
+            Ok(served) if served < floor => {
+                self.fail(
+                    "LinearizableRead",
+                    format!("member {member} served a linearizable read at applied {served}, below {floor} acknowledged before the read started"),
+                );
+            }
+            Ok(_) => self.mc.reads_served += 1,
+            Err(_) => self.mc.reads_failed += 1,
+        }
     }
 
     fn client_write(&mut self) {

@@ -28,6 +28,7 @@ pub(crate) fn txn_wire_bytes(txn: &Txn) -> usize {
 }
 
 /// A FIFO of writes cut into batches bounded by count and bytes.
+#[derive(Debug)]
 pub(crate) struct BatchQueue<T> {
     items: VecDeque<(T, usize)>,
     bytes: usize,

@@ -39,6 +39,7 @@
 //! (its fate is unknown: it may or may not commit under the next leader).
 
 pub(crate) mod batching;
+pub(crate) mod forwarding;
 pub(crate) mod keepalive;
 pub(crate) mod log_sync;
 mod log_tail;
@@ -56,6 +57,7 @@ use crate::proposer::{ClusterStatus, MemberStatus, ProposeError, Proposer, Role}
 use crate::sessions::{KeepaliveVerdict, Touch};
 use batching::{txn_wire_bytes, BatchQueue};
 use bytes::Bytes;
+use forwarding::Forwards;
 use futures::future::BoxFuture;
 use keepalive::{Keepalives, Standing};
 use keeper_store::{Applied, Entry, SessionId, SessionInfo, Store, Txn};
@@ -286,9 +288,11 @@ impl ZabProposer {
             tail,
             queued: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
             waiters: HashMap::new(),
-            forwards: HashMap::new(),
-            forward_out: BatchQueue::new(options.max_batch_entries, options.max_batch_bytes),
-            next_req: 1,
+            forwards: Forwards::new(
+                options.max_batch_entries,
+                options.max_batch_bytes,
+                options.max_pending_forwards,
+            ),
             reads: HashMap::new(),
             next_read: 1,
             keepalives: Keepalives::new(options.keepalive.clone(), Instant::now()),
@@ -701,10 +705,9 @@ struct Driver {
     /// Writes taken by this member whose zxid is known, until applied.
     waiters: HashMap<Zxid, Reply>,
     /// Follower: writes forwarded to the leader, until it names their zxid.
-    forwards: HashMap<RequestId, Reply>,
-    /// Follower: writes to forward to the leader (see `flush_forwards`).
-    forward_out: BatchQueue<(RequestId, Txn)>,
-    next_req: RequestId,
+    /// Follower: writes forwarded (or to forward) to the leader, until it
+    /// names their zxid (see `forwarding.rs` and `flush_forwards`).
+    forwards: Forwards<Reply>,
     reads: HashMap<u64, oneshot::Sender<Result<Zxid, ProposeError>>>,
     next_read: u64,
     /// Keepalives waiting for the leader's confirmation (see `keepalive.rs`).
@@ -920,20 +923,12 @@ impl Driver {
             }
             PeerMsg::Forward { reqs } => self.on_forward(from, reqs).await,
             PeerMsg::Forwarded { results } => {
-                for (req, result) in results {
-                    let Some(reply) = self.forwards.remove(&req) else {
-                        continue;
-                    };
-                    match result {
-                        Ok(zxid) if zxid > self.submitted => {
+                for outcome in self.forwards.answered(results, self.submitted) {
+                    match outcome {
+                        forwarding::Outcome::Wait { zxid, reply } => {
                             self.waiters.insert(zxid, reply);
                         }
-                        Ok(zxid) => {
-                            let _ = reply.send(Err(ProposeError::Unavailable(format!(
-                                "write got zxid {zxid} but its answer arrived late; outcome unknown"
-                            ))));
-                        }
-                        Err(why) => {
+                        forwarding::Outcome::Fail { reply, why } => {
                             let _ = reply.send(Err(ProposeError::Unavailable(why)));
                         }
                     }
@@ -1057,20 +1052,17 @@ impl Driver {
             }
         } else if self.known.0 == keeper_zab::Role::Following && self.known.3 {
             for (txn, reply) in proposals {
-                if self.forwards.len() >= self.opts.max_pending_forwards {
-                    let _ = reply.send(Err(ProposeError::Unavailable(
-                        "too many writes waiting for the leader".into(),
-                    )));
-                    continue;
+                match self.forwards.push(txn, reply) {
+                    Ok(()) => {}
+                    Err((reply, forwarding::Refusal::TooMany)) => {
+                        let _ = reply.send(Err(ProposeError::Unavailable(
+                            "too many writes waiting for the leader".into(),
+                        )));
+                    }
+                    Err((reply, forwarding::Refusal::TooLarge { bytes })) => {
+                        let _ = reply.send(Err(too_large(bytes, self.opts.max_batch_bytes)));
+                    }
                 }
-                let bytes = txn_wire_bytes(&txn);
-                let req = self.next_req;
-                if self.forward_out.push((req, txn), bytes).is_err() {
-                    let _ = reply.send(Err(too_large(bytes, self.opts.max_batch_bytes)));
-                    continue;
-                }
-                self.next_req += 1;
-                self.forwards.insert(req, reply);
             }
         } else {
             for (_, reply) in proposals {
@@ -1511,36 +1503,34 @@ impl Driver {
     }
 
     fn fail_forwards(&mut self, why: &str) {
-        for (_, reply) in self.forwards.drain() {
+        for reply in self.forwards.fail_all() {
             let _ = reply.send(Err(ProposeError::Unavailable(why.to_string())));
         }
-        self.forward_out.take_all();
     }
 
     /// Follower: sends the writes waiting to be forwarded to the leader, in
     /// messages bounded like proposal batches (so each fits a peer frame).
     fn flush_forwards(&mut self) {
-        while !self.forward_out.is_empty() {
-            let reqs = self.forward_out.take_batch();
-            let leader = match self.known {
-                (keeper_zab::Role::Following, Some(l), _, true) => l,
-                _ => {
-                    for (req, _) in reqs.into_iter().chain(self.forward_out.take_all()) {
-                        if let Some(reply) = self.forwards.remove(&req) {
-                            let _ = reply.send(Err(ProposeError::Unavailable("no leader".into())));
-                        }
-                    }
-                    return;
+        if self.forwards.nothing_to_send() {
+            return;
+        }
+        let leader = match self.known {
+            (keeper_zab::Role::Following, Some(l), _, true) => l,
+            _ => {
+                for reply in self.forwards.fail_unsent() {
+                    let _ = reply.send(Err(ProposeError::Unavailable("no leader".into())));
                 }
-            };
+                return;
+            }
+        };
+        while !self.forwards.nothing_to_send() {
+            let reqs = self.forwards.take_batch();
             let ids: Vec<RequestId> = reqs.iter().map(|(r, _)| *r).collect();
             if let Err(e) = self.peers.send(leader, PeerMsg::Forward { reqs }) {
-                for req in ids {
-                    if let Some(reply) = self.forwards.remove(&req) {
-                        let _ = reply.send(Err(ProposeError::Unavailable(format!(
-                            "cannot reach the leader: {e}"
-                        ))));
-                    }
+                for reply in self.forwards.send_failed(&ids) {
+                    let _ = reply.send(Err(ProposeError::Unavailable(format!(
+                        "cannot reach the leader: {e}"
+                    ))));
                 }
             }
         }
