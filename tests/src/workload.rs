@@ -20,7 +20,9 @@
 //!   times with fenced writes (a linearizable read, then a fenced set of the
 //!   value read plus one), and release. After a write whose outcome is unknown
 //!   or refused they write no more under that grant: a late write can then only
-//!   apply while the grant still holds (or be fenced).
+//!   apply while the grant still holds (or be fenced). An acquire or release
+//!   with an unknown outcome ends the session (closed, or left to expire): its
+//!   contender may be granted with nobody to release it.
 //! - **Watchers** hold a recursive event stream on [`WATCHED`]; when it drops,
 //!   goes quiet, or every few seconds anyway, they resume on the next member
 //!   with `from_zxid`; a `410 Compacted` restarts them fresh. Each connection
@@ -820,6 +822,13 @@ pub async fn lock_client(
             let grant = match &acquire.outcome {
                 Outcome::Ok { grant: Some(g), .. } => g.clone(),
                 Outcome::Fail { code, .. } if code == "SessionExpired" => break,
+                Outcome::Info { .. } => {
+                    // Its contender may exist, even be granted, with nobody
+                    // to release it while this session lives: end the
+                    // session (as a ZooKeeper client must), start afresh.
+                    abandon = true;
+                    continue;
+                }
                 _ => {
                     tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
                     continue;
@@ -893,11 +902,15 @@ pub async fn lock_client(
             Ok(ka) => ka,
             Err(_) => return,
         };
-        if !abandon && life.alive(c.rec.now_us()) && c.rng.gen_bool(0.5) {
+        // A session with a contender nobody will release is closed (its
+        // contenders go with it); others are closed or left to expire.
+        if !stop.load(Ordering::Relaxed)
+            && life.alive(c.rec.now_us())
+            && (abandon || c.rng.gen_bool(0.5))
+        {
             let m = c.any_member();
             c.exec(m, Call::CloseSession { session: sid }).await;
         }
-        // Otherwise abandoned: the session expires by itself.
     }
 }
 
