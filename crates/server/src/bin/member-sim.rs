@@ -71,6 +71,7 @@ struct Totals {
     ended: u64,
     expired: u64,
     reads: u64,
+    drains: u64,
     failures: Vec<SeedReport>,
 }
 
@@ -91,6 +92,7 @@ impl Totals {
         self.ended += r.counts.keepalives_ended;
         self.expired += r.counts.expired;
         self.reads += r.counts.reads_served;
+        self.drains += r.counts.drains;
     }
 }
 
@@ -160,8 +162,8 @@ fn main() -> ExitCode {
         t.acked
     );
     println!(
-        "injected: crashes={} partitions={} disk_stalls={} snapshots_sent={} installed={}; sessions={} keepalives alive={} unavailable={} ended={} expired={}; linearizable reads served={}",
-        t.crashes, t.partitions, t.stalls, t.snapshots, t.installs, t.sessions, t.alive, t.unavailable, t.ended, t.expired, t.reads
+        "injected: crashes={} drains={} partitions={} disk_stalls={} snapshots_sent={} installed={}; sessions={} keepalives alive={} unavailable={} ended={} expired={}; linearizable reads served={}",
+        t.crashes, t.drains, t.partitions, t.stalls, t.snapshots, t.installs, t.sessions, t.alive, t.unavailable, t.ended, t.expired, t.reads
     );
     if t.failures.is_empty() {
         println!("no failures");

@@ -21,7 +21,12 @@ use super::PeerError;
 /// Two bytes that start every frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"KP";
 /// Version of the peer protocol (frame layout + handshake + message encoding).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Bump it with every change to what travels on a peer link, so members of
+/// different versions refuse each other at the handshake instead of
+/// misreading messages. 2: snapshot streams with ids and flow control,
+/// keepalive relay acks, `Leaving`, heartbeats carrying the leader's last
+/// proposed zxid (2026-12).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 12;
 /// Largest handshake payload accepted, whatever `max_frame_bytes` says.

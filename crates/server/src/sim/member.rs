@@ -63,6 +63,8 @@ pub enum Peer {
     SnapWait {
         stream: u64,
     },
+    /// A leader that is shutting down (`PeerMsg::Leaving`, a drain).
+    Leaving,
 }
 
 /// Who waits for a write.
@@ -371,6 +373,16 @@ impl SimMember {
         Ok(())
     }
 
+    /// A clean stop (SIGTERM): the applier finishes and the store is closed
+    /// with a flush. The world then stops the process (`crash`): the log
+    /// keeps what was synced.
+    pub fn stop_cleanly(&mut self, out: &mut Out) {
+        if self.up() {
+            self.drain_applier(out);
+        }
+        self.store.flush_tree();
+    }
+
     /// The process dies: volatile state goes, the disk keeps what was synced.
     pub fn crash(&mut self) {
         self.run = None;
@@ -616,6 +628,10 @@ impl SimMember {
                     stash: VecDeque::new(),
                 });
                 r.durability.invalidate();
+            }
+            Peer::Leaving => {
+                let actions = r.core.leader_left(from);
+                self.execute(actions, now, out);
             }
             Peer::SnapAck { stream, chunks } => {
                 if let Some(s) = r.out_streams.get_mut(&from).filter(|s| s.id == stream) {

@@ -25,6 +25,8 @@ fn whole_member_simulator_slice_is_clean() {
     let mut installs = 0;
     let mut alive = 0;
     let mut expired = 0;
+    let mut reads = 0;
+    let mut drains = 0;
     for seed in 0..SLICE_SEEDS {
         let r = run_seed(seed, &SimOptions::default());
         if let Some(f) = &r.failure {
@@ -40,12 +42,16 @@ fn whole_member_simulator_slice_is_clean() {
         installs += r.counts.installs;
         alive += r.counts.keepalives_alive;
         expired += r.counts.expired;
+        reads += r.counts.reads_served;
+        drains += r.counts.drains;
     }
     // The slice must exercise what it claims to check.
     assert!(committed > 0, "nothing committed");
     assert!(installs > 0, "no snapshot was installed");
     assert!(alive > 0, "no keepalive was acknowledged");
     assert!(expired > 0, "no session expired");
+    assert!(reads > 0, "no linearizable read was served");
+    assert!(drains > 0, "no leader was drained");
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub struct MemberPlan {
     /// Probability that a member crashes on the tick after it installed a
     /// snapshot (before its store is flushed again).
     pub crash_after_install: f64,
+    /// Per tick: probability that the serving leader is drained (SIGTERM:
+    /// it tells its followers it leaves, flushes, stops).
+    pub drain: f64,
 }
 
 impl MemberPlan {
@@ -94,6 +97,11 @@ impl MemberPlan {
             max_apply_lag_ticks: if on(0.5, rng) { rng.gen_range(1..8) } else { 0 },
             crash_after_install: if on(0.3, rng) {
                 rng.gen_range(0.0..0.5)
+            } else {
+                0.0
+            },
+            drain: if on(0.3, rng) {
+                rng.gen_range(0.0..0.02)
             } else {
                 0.0
             },
@@ -155,6 +163,7 @@ pub struct MemberCounts {
     pub installs: u64,
     pub compactions: u64,
     pub reads_served: u64,
+    pub drains: u64,
     pub reads_failed: u64,
 }
 
@@ -445,6 +454,24 @@ impl World {
         }
     }
 
+    /// A drain (rolling restart): the leader announces it leaves, closes
+    /// its store cleanly and stops; it comes back like a crashed member.
+    fn drain(&mut self, id: NodeId) {
+        self.mc.drains += 1;
+        self.note(|| format!("n{id} DRAIN"));
+        let mut out = Out::default();
+        for other in 1..=self.plan.nodes as NodeId {
+            if other != id {
+                out.sends.push((other, Peer::Leaving));
+            }
+        }
+        self.m(id).stop_cleanly(&mut out);
+        self.process(id, out);
+        if self.failure.is_none() {
+            self.crash(id);
+        }
+    }
+
     /// How many global transactions a state applied up to `z` holds.
     fn prefix_len(&self, z: Zxid) -> usize {
         self.checker.prefix.global().partition_point(|t| t.0 <= z)
@@ -560,6 +587,12 @@ impl World {
                 }
                 self.partition_until =
                     self.tick + self.rng.gen_range(1..=self.plan.max_partition_ticks);
+            }
+        }
+        if self.mp.drain > 0.0 && self.rng.gen_bool(self.mp.drain) {
+            let leader = (1..=n).find(|id| self.members[*id as usize - 1].serving_leader());
+            if let Some(id) = leader {
+                self.drain(id);
             }
         }
         if self.plan.link_break > 0.0 && self.rng.gen_bool(self.plan.link_break) {
