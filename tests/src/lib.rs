@@ -16,6 +16,7 @@
 pub mod chaos;
 pub mod check;
 pub mod history;
+pub mod iptables;
 pub mod nemesis;
 pub mod proxy;
 pub mod workload;

@@ -22,6 +22,7 @@
 //! Every test is bounded in time; clusters and processes are killed by PID.
 
 use keeper_client::{Client, ClientConfig, CreateOptions, Error, Fence, LeaderInfo, RecipeOptions};
+use keeper_tests::iptables::PortCut;
 use keeper_tests::{call, http_client, Cluster};
 use reqwest::Method;
 use std::path::{Path, PathBuf};
@@ -698,77 +699,6 @@ async fn a_paused_lock_holder_is_fenced_off_after_another_client_took_the_lock()
 }
 
 // ---- a partitioned holder -------------------------------------------------------------
-
-/// iptables DROP rules for every TCP packet to or from one loopback port;
-/// removed on drop (as in `session_partition.rs`).
-struct PortCut {
-    rules: Vec<Vec<String>>,
-}
-
-impl PortCut {
-    fn rule(port: u16, dir: &str) -> Vec<String> {
-        [
-            "INPUT",
-            "-i",
-            "lo",
-            "-p",
-            "tcp",
-            dir,
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
-        let out = Command::new("iptables")
-            .arg("-w")
-            .arg(op)
-            .args(rule)
-            .output()
-            .map_err(|e| format!("running iptables: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn available() -> Result<(), String> {
-        let out = Command::new("iptables")
-            .args(["-w", "-S", "INPUT"])
-            .output()
-            .map_err(|e| format!("iptables not runnable: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn cut(port: u16) -> Result<PortCut, String> {
-        let mut cut = PortCut { rules: Vec::new() };
-        for dir in ["--dport", "--sport"] {
-            let rule = PortCut::rule(port, dir);
-            PortCut::iptables("-I", &rule)?;
-            cut.rules.push(rule);
-        }
-        Ok(cut)
-    }
-}
-
-impl Drop for PortCut {
-    fn drop(&mut self) {
-        for rule in self.rules.drain(..) {
-            if let Err(e) = PortCut::iptables("-D", &rule) {
-                eprintln!("removing iptables rule {rule:?} failed: {e}");
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_lock_holder_learns_of_the_loss_before_anyone_else_is_granted() {

@@ -17,9 +17,9 @@
 //! a usable iptables (not root, no binary) the test is skipped loudly.
 
 use keeper_client::{Client, ClientConfig, CreateOptions, LossReason, SessionState};
+use keeper_tests::iptables::PortCut;
 use keeper_tests::{call, http_client, read, Cluster};
 use reqwest::Method;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,78 +43,6 @@ async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
     tokio::time::timeout(TEST_LIMIT, f)
         .await
         .expect("partition test exceeded its time limit");
-}
-
-/// iptables DROP rules for every TCP packet to or from one loopback port;
-/// removed on drop.
-struct PortCut {
-    rules: Vec<Vec<String>>,
-}
-
-impl PortCut {
-    fn rule(port: u16, dir: &str) -> Vec<String> {
-        [
-            "INPUT",
-            "-i",
-            "lo",
-            "-p",
-            "tcp",
-            dir,
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
-        let out = Command::new("iptables")
-            .arg("-w")
-            .arg(op)
-            .args(rule)
-            .output()
-            .map_err(|e| format!("running iptables: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    /// True when iptables can be listed here (binary present, enough rights).
-    fn available() -> Result<(), String> {
-        let out = Command::new("iptables")
-            .args(["-w", "-S", "INPUT"])
-            .output()
-            .map_err(|e| format!("iptables not runnable: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn cut(port: u16) -> Result<PortCut, String> {
-        let mut cut = PortCut { rules: Vec::new() };
-        for dir in ["--dport", "--sport"] {
-            let rule = PortCut::rule(port, dir);
-            PortCut::iptables("-I", &rule)?;
-            cut.rules.push(rule);
-        }
-        Ok(cut)
-    }
-}
-
-impl Drop for PortCut {
-    fn drop(&mut self) {
-        for rule in self.rules.drain(..) {
-            if let Err(e) = PortCut::iptables("-D", &rule) {
-                eprintln!("removing iptables rule {rule:?} failed: {e}");
-            }
-        }
-    }
 }
 
 /// One raw keepalive: when it was sent, answered, and the status.
