@@ -113,7 +113,7 @@ fn fail_all(batch: Vec<Committed>, error: ProposeError) {
 /// What one apply run changed, as published to watches: every entry up to
 /// `upto` is applied, and the changes of those after the previous batch's
 /// `upto` are `events`, in zxid and apply order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AppliedChanges {
     pub upto: Zxid,
     pub events: Vec<ChangeEvent>,
@@ -121,18 +121,19 @@ pub struct AppliedChanges {
     /// between the previous batch and `upto` were never published.
     pub reset: bool,
     /// Each event's wire form (JSON), made once by the first stream that
-    /// sends it and shared by all others: `[without data, with data]`.
-    wire: Box<[[OnceLock<Bytes>; 2]]>,
+    /// sends it and shared by all others: `[without data, with data]`. The
+    /// table itself is made on first use, so a run nobody watches costs
+    /// nothing on the write path.
+    wire: OnceLock<Box<[[OnceLock<Bytes>; 2]]>>,
 }
 
 impl AppliedChanges {
     pub fn new(upto: Zxid, events: Vec<ChangeEvent>, reset: bool) -> AppliedChanges {
-        let wire = events.iter().map(|_| Default::default()).collect();
         AppliedChanges {
             upto,
             events,
             reset,
-            wire,
+            wire: OnceLock::new(),
         }
     }
 
@@ -140,7 +141,10 @@ impl AppliedChanges {
     /// made at most once per run; `None` past the end.
     pub fn wire(&self, index: usize, with_data: bool) -> Option<&Bytes> {
         let event = self.events.get(index)?;
-        let cell = &self.wire.get(index)?[usize::from(with_data)];
+        let table = self
+            .wire
+            .get_or_init(|| self.events.iter().map(|_| Default::default()).collect());
+        let cell = &table.get(index)?[usize::from(with_data)];
         Some(cell.get_or_init(|| {
             let wire = crate::watches::WireEvent::change(event, with_data, with_data);
             // Plain strings and numbers always serialize.
