@@ -495,6 +495,26 @@ pub fn http_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// The `/metrics` text of the member at `url` (a test fails if it cannot be read).
+pub async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// The value of the unlabelled sample `name` in `/metrics` text, if present.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    })
+}
+
 /// GETs a URL and parses its JSON body (any status).
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
     let resp = http.get(url).send().await.map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! with SIGKILL, restarted, wiped. Each test is bounded in time and stops
 //! every process it started (the `Cluster` guard kills them by PID).
 
-use keeper_tests::{call, converged_digest, create, http_client, read, Cluster};
+use keeper_tests::{call, converged_digest, create, http_client, metrics_text, read, Cluster};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -278,14 +278,7 @@ async fn restarted_follower_catches_up_by_diff_and_wiped_follower_by_snapshot() 
             .await
             .expect("wiped follower catches up (SNAP)");
         println!("converged digest {digest:#x}");
-        let metrics = http
-            .get(format!("{}/metrics", cluster.member(follower).url()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        let metrics = metrics_text(&http, &cluster.member(follower).url()).await;
         assert!(
             metrics.contains("keeper_zab_snapshots_installed_total 1"),
             "the wiped follower did not catch up by snapshot:\n{}",
@@ -573,14 +566,7 @@ async fn many_concurrent_one_mib_writes_commit_and_a_large_diff_completes() {
         converged_digest(&cluster, Duration::from_secs(60))
             .await
             .expect("the follower catches up by DIFF");
-        let metrics = http_client()
-            .get(format!("{}/metrics", cluster.member(follower).url()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        let metrics = metrics_text(&http_client(), &cluster.member(follower).url()).await;
         assert!(
             metrics.contains("keeper_zab_snapshots_installed_total 0"),
             "the follower should have caught up by DIFF, not SNAP"

@@ -10,7 +10,9 @@
 //! runs the measured case. Each run prints load time, catch-up time, epochs
 //! and the write throughput during the catch-up.
 
-use keeper_tests::{call, converged_digest, get_json, http_client, Cluster};
+use keeper_tests::{
+    call, converged_digest, get_json, http_client, metric_value, metrics_text, Cluster,
+};
 use reqwest::Method;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -146,19 +148,8 @@ async fn wiped_follower_catches_up_by_snapshot(znodes: usize, limit: Duration) {
     // background flush); once entry 1 is gone a wiped member needs SNAP.
     let compacted = Instant::now();
     loop {
-        let text = http
-            .get(format!("{lurl}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        let first = text
-            .lines()
-            .find_map(|l| l.strip_prefix("keeper_log_first_zxid "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let text = metrics_text(&http, &lurl).await;
+        let first = metric_value(&text, "keeper_log_first_zxid").unwrap_or(0.0) as u64;
         if first > (u64::from(epoch_before as u32) << 32) + 1 {
             break;
         }
@@ -255,14 +246,7 @@ async fn wiped_follower_catches_up_by_snapshot(znodes: usize, limit: Duration) {
         "writes stalled for {} ms",
         log.max_gap_ms.load(Ordering::Relaxed)
     );
-    let metrics = http
-        .get(format!("{furl}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = metrics_text(&http, &furl).await;
     assert!(
         metrics.contains("keeper_zab_snapshots_installed_total 1"),
         "the wiped follower did not catch up by snapshot:\n{}",

@@ -11,7 +11,7 @@
 //! Ignored by default; run in release:
 //! `cargo test --release -p keeper-tests --test watch_bench -- --ignored --nocapture`.
 
-use keeper_tests::{keeper_bin, Cluster};
+use keeper_tests::{keeper_bin, metric_value, metrics_text, Cluster};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,22 +113,6 @@ async fn open_streams(
         }));
     }
     tasks
-}
-
-/// `keeper_watch_slow_consumers_total` of the member at `base`.
-async fn slow_consumers(http: &reqwest::Client, base: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("keeper_watch_slow_consumers_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +228,7 @@ async fn watch_bench() {
     let busy_rate = busy_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64
         / busy_started.elapsed().as_secs_f64()
         / 1e6;
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &base).await;
     for t in busy {
         t.abort();
     }
@@ -264,7 +241,11 @@ async fn watch_bench() {
     // Consumers that stop reading: 100 streams on the written prefix whose
     // responses are never read. Each is cut off once it is
     // `watch_stream_buffer` entries behind; writers must not notice.
-    let cuts_before = slow_consumers(&http, &base).await;
+    let cuts_before = metric_value(
+        &metrics_text(&http, &base).await,
+        "keeper_watch_slow_consumers_total",
+    )
+    .unwrap_or(0.0) as u64;
     let mut stalled = Vec::new();
     for _ in 0..100 {
         let resp = reqwest::Client::new()
@@ -276,7 +257,12 @@ async fn watch_bench() {
         stalled.push(resp);
     }
     let with_stalled = bench_sets(&endpoints, 64, "/bench");
-    let stalled_cut = slow_consumers(&http, &base).await - cuts_before;
+    let stalled_cut = metric_value(
+        &metrics_text(&http, &base).await,
+        "keeper_watch_slow_consumers_total",
+    )
+    .unwrap_or(0.0) as u64
+        - cuts_before;
     drop(stalled);
 
     eprintln!("--- watch bench (member {watched}, a follower; {STREAMS} streams) ---");
