@@ -168,9 +168,16 @@ pub async fn start_member(cluster: &Arc<Cluster>) -> Member {
 
 /// An address nothing listens on (bound, then released).
 pub fn dead_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
+    // A socket bound but never listening: a connection to it is refused,
+    // and no other test's server can take the port while this process
+    // lives (binding and dropping a listener let a concurrent mock server
+    // reuse the port, and the "dead" endpoint answered).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    std::mem::forget(socket);
     format!("http://{addr}")
 }
 
